@@ -1,0 +1,97 @@
+"""Atomic file writing and JSONL helpers: nothing half-written is ever left behind."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import DataError
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
+    """Write to a temporary file beside `path`, then rename over it.
+
+    If the block raises, the temporary file is removed and `path` is untouched, so a crash or a
+    validation error never leaves a truncated output for a later stage (or DVC) to trust.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
+    """Write rows as JSON lines atomically; returns the number of rows written."""
+    n = 0
+    with atomic_write(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            n += 1
+    return n
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read JSON lines; a bad line raises DataError naming the file and line."""
+    path = Path(path)
+    rows = []
+    for lineno, line in enumerate(read_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(path, lineno, f"not valid JSON: {exc.msg}") from None
+    return rows
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_write(path) as fh:
+        json.dump(obj, fh, ensure_ascii=False, indent=2, sort_keys=True)
+        fh.write("\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(path, exc.lineno, f"not valid JSON: {exc.msg}") from None
+
+
+def read_text(path: str | Path) -> str:
+    """Read a UTF-8 file; a file that is not UTF-8 raises DataError with the line of the first bad byte."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, "file not found")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(path, line, f"not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+
+
+def read_text_lines(path: str | Path) -> list[str]:
+    """Lines of a UTF-8 file without their line endings (CRLF and LF both accepted)."""
+    text = read_text(path)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text:
+        return []
+    lines = (text[:-1] if text.endswith("\n") else text).split("\n")
+    # strip only the CR of CRLF files: tokens may be other whitespace (the real data has a lone U+00A0)
+    return [line[:-1] if line.endswith("\r") else line for line in lines]

@@ -1,0 +1,8 @@
+"""Stage 'captions' (placeholder until implemented)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run(dataset: str, root: Path, params: dict, **resources) -> dict:
+    raise NotImplementedError("stage 'captions' is not implemented yet")

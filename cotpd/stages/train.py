@@ -1,0 +1,8 @@
+"""Stage 'train' (placeholder until implemented)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run(dataset: str, root: Path, params: dict, **resources) -> dict:
+    raise NotImplementedError("stage 'train' is not implemented yet")

@@ -104,10 +104,11 @@ class Layout:
         """Rows that failed the Great Expectations suite, each with the expectation that failed."""
         return self.base / "quarantine.jsonl"
 
-    @property
-    def ledger(self) -> Path:
-        """LLM response ledger: committed for the sample, a persisted DVC output otherwise."""
-        return self.root / "ledger" / f"{self.dataset}.jsonl"
+    def ledger_for(self, stage: str) -> Path:
+        """LLM response ledger of one stage (knowledge, augment, captions): committed for the
+        sample, a persisted DVC output otherwise. One file per stage because a DVC output belongs
+        to exactly one stage."""
+        return self.root / "ledger" / self.dataset / f"{stage}.jsonl"
 
     def model_dir(self, variant: str) -> Path:
         return self.base / "models" / variant

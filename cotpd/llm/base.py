@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 
@@ -23,8 +23,9 @@ class ChatRequest:
     sample_key: str = ""  # e.g. "train-12" (which sample this is about)
 
     def canonical(self) -> dict:
-        d = asdict(self)
-        d["messages"] = list(self.messages)
+        # same dict as dataclasses.asdict (whose deep copies made a 20k-request replay 3x slower)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["messages"] = [dict(m) for m in self.messages]
         return d
 
     @property

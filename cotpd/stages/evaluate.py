@@ -1,8 +1,81 @@
-"""Stage 'evaluate' (placeholder until implemented)."""
+"""Stage 'evaluate': score every trained variant on the test split, text only as deployed.
+
+Writes Layout.metrics(variant) (full metrics: overall, per type, scheme, n), Layout.metrics_summary
+(flat keys per variant for `dvc metrics`) and outputs/<ds>/plots/ (per-type F1 bars; RE also a
+confusion matrix) for `dvc plots`. The cotpd student is scored on its prompt view; with
+eval.view=knowledge its knowledge view is scored as well (key "knowledge_view").
+"""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+from ..errors import ConfigError
+from ..io import write_json
+from ..params import Layout, dataset_params
 
-def run(dataset: str, root: Path, params: dict, **resources) -> dict:
-    raise NotImplementedError("stage 'evaluate' is not implemented yet")
+log = logging.getLogger(__name__)
+
+
+def plots_dir(layout: Layout) -> Path:
+    return layout.base / "plots"
+
+
+def run(dataset: str, root: Path, params: dict, variants: list[str] | None = None, **resources) -> dict:
+    from .. import metrics as M
+    from ..model.corpus import load_split
+    from ..model.student import load_student
+    from ..train import resolve_device
+
+    root = Path(root)
+    dp, layout = dataset_params(params, dataset), Layout(root, dataset)
+    variants = variants or dp["train"]["variants"]
+    eval_view = (dp.get("eval") or {}).get("view", "prompt")
+    device = resolve_device(dp["train"].get("device", "auto"))
+    bf16 = bool(dp["train"].get("bf16", True))
+    test = load_split(dataset, root, params, "test")
+    summary, missing, per_variant = {}, [], {}
+    for v in variants:
+        mdir = layout.model_dir(v)
+        if not (mdir / "config.json").exists():
+            missing.append(v)
+            log.warning("%s: no trained %s model in %s; run `cotpd train --variant %s` first", dataset, v, mdir, v)
+            continue
+        model = load_student(mdir, device)
+        m = M.evaluate(model, test, "prompt", bf16=bf16)
+        if eval_view == "knowledge" and model.variant == "cotpd":
+            m["knowledge_view"] = M.evaluate(model, test, "knowledge", bf16=bf16)
+        m.update(variant=v, dataset=dataset, model_dir=str(mdir))
+        write_json(layout.metrics(v), m)
+        per_variant[v] = m
+        summary.update(M.flat(m, f"{v}."))
+        if "knowledge_view" in m:
+            summary.update({f"{v}.knowledge_view.{k}": x for k, x in M.flat(m["knowledge_view"]).items()})
+    if not per_variant:
+        raise ConfigError(f"{dataset}: no trained model for any of {variants} under {layout.base / 'models'}")
+    write_json(layout.metrics_summary, summary)
+    plots = _plots(layout, dataset, per_variant)
+    return {"dataset": dataset, "variants": sorted(per_variant), "missing": missing,
+            "f1": {v: m["f1"] for v, m in per_variant.items()}, "metrics": str(layout.metrics_summary),
+            "plots": [str(p) for p in plots]}
+
+
+def _plots(layout: Layout, dataset: str, per_variant: dict[str, dict]) -> list[Path]:
+    from .. import plots
+
+    out_dir = plots_dir(layout)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    series = {v: (m.get("per_type") or m.get("per_relation") or {}) for v, m in per_variant.items()}
+    if any(series.values()):
+        path = out_dir / "per_type_f1.png"
+        plots.save(plots.per_type_f1(series, title=f"{dataset}: per-type test F1"), path)
+        written.append(path)
+    for v, m in per_variant.items():
+        conf = m.get("confusion")
+        if conf and conf.get("labels"):
+            path = out_dir / f"confusion_{v}.png"
+            plots.save(plots.confusion(conf["labels"], conf["matrix"], title=f"{dataset} {v}: confusion"), path)
+            written.append(path)
+    return written
+

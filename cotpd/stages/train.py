@@ -1,8 +1,43 @@
-"""Stage 'train' (placeholder until implemented)."""
+"""Stage 'train': train one student variant (baseline | knowledge | cotpd) on a prepared dataset.
+
+Writes Layout.model_dir(variant): the best dev-F1 checkpoint (encoder/ + heads.pt + config.json).
+The test split is scored here too so that the MLflow run carries test metrics; the evaluate stage
+writes the DVC metrics files from the saved checkpoints.
+"""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+from ..params import dataset_params
 
-def run(dataset: str, root: Path, params: dict, **resources) -> dict:
-    raise NotImplementedError("stage 'train' is not implemented yet")
+
+def _tracking(root: Path, dataset: str, variant: str, dparams: dict, tracker):
+    """THE one place MLflow tracking is wired in (cotpd.tracking). tracker: None = track with the
+    params' settings, a dict = extra tags (e.g. the Dagster run id), False = no tracking."""
+    if tracker is False or not (dparams.get("tracking") or {}).get("enabled", True):
+        return contextlib.nullcontext(None)
+    from .. import tracking
+
+    return tracking.training_run(root, dataset, variant, dparams, tags=tracker or None)
+
+
+def run(dataset: str, root: Path, params: dict, variant: str = "cotpd", tracker=None, **resources) -> dict:
+    from ..train import train_and_evaluate
+
+    root = Path(root)
+    dp = dataset_params(params, dataset)
+    with _tracking(root, dataset, variant, dp, tracker) as mlrun:
+        result = train_and_evaluate(dataset, variant, params, root,
+                                    on_epoch_end=mlrun.log_epoch if mlrun is not None else None)
+        if mlrun is not None:
+            mlrun.log_result(result)
+            if (dp.get("tracking") or {}).get("log_model", True):
+                mlrun.log_student_model(result.model_dir, dp["dataset"]["task"])
+    summary = {"dataset": dataset, "variant": variant, "model_dir": result.model_dir,
+               "best_epoch": result.best_epoch, "dev_f1": result.best_dev.get("f1"),
+               "test_f1": (result.test or {}).get("f1"), "train_tokens_per_s": round(result.train_tokens_per_s, 1),
+               "n_train": result.n_train, "timings": result.timings}
+    if mlrun is not None:
+        summary.update(mlflow_run_id=mlrun.run_id, mlflow_url=mlrun.url)
+    return summary

@@ -1,0 +1,130 @@
+"""The response ledger: an append-only JSONL cache of every LLM answer, keyed by ChatRequest.key.
+
+One line per response, written with a single `os.write` under an exclusive `flock` and `fsync`ed
+before the caller moves on, so a SIGKILL at any moment loses no response that had arrived, and two
+processes appending to the same ledger (two Dagster steps of one dataset) never interleave bytes.
+
+Line format (no secrets: the canonical request is model, messages, decoding params, prompt version
+and sample key; request headers and the API key are never written):
+
+    {"key": ..., "stage": ..., "request": {...}, "response": {"text", "prompt_tokens",
+     "completion_tokens", "model"}, "created": unix time, "backend": "openai|local|openai-batch",
+     "refresh": false}
+
+Reading rules:
+- a line that is not valid JSON (a kill mid-write leaves at most one, at the end) is skipped with a
+  warning; the next append first writes a newline so it starts on a fresh line;
+- duplicate keys: the first line wins (a racing second writer must not change an answer a stage
+  has already used), EXCEPT lines written in `refresh` mode (`"refresh": true`), which replace the
+  earlier answer: refreshing is an explicit request for a new one, so later replays see the newest.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from ..errors import DataError
+from .base import ChatRequest, ChatResponse
+
+log = logging.getLogger(__name__)
+
+
+class Ledger:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.entries: dict[str, dict] = {}
+        self.skipped_lines = 0  # undecodable lines seen on load
+        self._fd: int | None = None
+        self._load()
+
+    # -- reading ----------------------------------------------------------------------------------
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        loads = json.loads
+        entries = self.entries
+        for lineno, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                self.skipped_lines += 1
+                where = "truncated last line" if lineno == len(lines) else "undecodable line"
+                log.warning("%s:%d: %s skipped (a process killed mid-write?)", self.path, lineno, where)
+                continue
+            if not isinstance(row, dict) or "key" not in row or not isinstance(row.get("response"), dict):
+                raise DataError(self.path, lineno, "ledger line lacks 'key' or 'response'")
+            key = row["key"]
+            if key not in entries or row.get("refresh"):
+                entries[key] = row
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def get(self, key: str) -> ChatResponse | None:
+        row = self.entries.get(key)
+        if row is None:
+            return None
+        r = row["response"]
+        return ChatResponse(key=key, text=r.get("text", ""), prompt_tokens=r.get("prompt_tokens", 0),
+                            completion_tokens=r.get("completion_tokens", 0), model=r.get("model", ""),
+                            cached=True, created=row.get("created", 0.0),
+                            extra={"stage": row.get("stage"), "backend": row.get("backend")})
+
+    # -- writing ----------------------------------------------------------------------------------
+    def _open(self) -> int:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        return self._fd
+
+    def append(self, request: ChatRequest, response: ChatResponse, stage: str, backend: str = "",
+               refresh: bool = False) -> None:
+        """Record one response durably (written and fsynced before returning)."""
+        row = {
+            "key": request.key, "stage": stage, "request": request.canonical(),
+            "response": {"text": response.text, "prompt_tokens": response.prompt_tokens,
+                         "completion_tokens": response.completion_tokens, "model": response.model},
+            "created": response.created or time.time(), "backend": backend, "refresh": bool(refresh),
+        }
+        self.append_rows([row])
+
+    def append_rows(self, rows: list[dict]) -> None:
+        """Append rows in one write (one fsync): used for single responses and bulk imports."""
+        if not rows:
+            return
+        blob = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()
+        fd = self._open()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            # a kill mid-write may have left a partial last line: start ours on a fresh line
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                blob = b"\n" + blob
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        for r in rows:
+            if r["key"] not in self.entries or r.get("refresh"):
+                self.entries[r["key"]] = r
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        self.close()

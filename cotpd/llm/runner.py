@@ -1,0 +1,169 @@
+"""LLMRunner: answers requests through the ledger, calling a backend only for what it lacks.
+
+Modes: `replay` never calls (a miss raises LedgerMiss naming the prompt), `record` calls on a miss,
+`refresh` calls for every request and appends answers that supersede the old ones (ledger.py).
+The backend (a model load, an HTTP client) is built lazily on the first call, so replay never
+loads SmolLM2 nor needs an API key.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from typing import Callable
+
+from ..errors import ConfigError, CotpdError, LedgerMiss
+from .base import ChatRequest, ChatResponse
+from .ledger import Ledger
+
+log = logging.getLogger(__name__)
+MODES = ("replay", "record", "refresh")
+STAT_KEYS = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "cost_usd", "errors", "retries")
+
+
+def last_user_text(req: ChatRequest) -> str:
+    for m in reversed(req.messages):
+        if m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, list):
+                return " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+            return str(c)
+    return ""
+
+
+def describe_request(req: ChatRequest) -> str:
+    text = last_user_text(req)[:200].replace("\n", " ")
+    return f"sample_key={req.sample_key!r} prompt_version={req.prompt_version!r} prompt={text!r}"
+
+
+class LLMRunner:
+    def __init__(self, ledger: Ledger, backend_factory: Callable[[], object], mode: str = "replay",
+                 price_per_1m_input: float = 0.0, price_per_1m_output: float = 0.0,
+                 price_factor: float = 1.0, progress: bool = True):
+        if mode not in MODES:
+            raise ConfigError(f"llm.mode must be one of {MODES}, got {mode!r}")
+        self.ledger = ledger
+        self.mode = mode
+        self._factory = backend_factory
+        self._backend = None
+        self.prices = (float(price_per_1m_input), float(price_per_1m_output), float(price_factor))
+        self.progress = progress
+        self._stats: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+
+    def __repr__(self) -> str:
+        return f"LLMRunner(mode={self.mode!r}, ledger={str(self.ledger.path)!r}, entries={len(self.ledger)})"
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            self._backend = self._factory()
+        return self._backend
+
+    # -- the Runner protocol ----------------------------------------------------------------------
+    def run(self, requests: list[ChatRequest], stage: str) -> list[ChatResponse]:
+        st = self._stats[stage]
+        keys = [r.key for r in requests]  # hashing is the hot path of a 20k replay: once each
+        unique: dict[str, ChatRequest] = {}
+        for k, r in zip(keys, requests):
+            unique.setdefault(k, r)
+        st["cache_hits"] += len(requests) - len(unique)  # in-call duplicates are answered once
+        answers: dict[str, ChatResponse] = {}
+        todo: list[ChatRequest] = []
+        for key, r in unique.items():
+            hit = None if self.mode == "refresh" else self.ledger.get(key)
+            if hit is not None:
+                answers[key] = hit
+                st["cache_hits"] += 1
+            else:
+                todo.append(r)
+        if todo and self.mode == "replay":
+            raise LedgerMiss(
+                f"{len(todo)} of {len(unique)} requests of stage {stage!r} are not in the ledger "
+                f"{self.ledger.path} (llm.mode=replay); first: {describe_request(todo[0])}. "
+                "Run with --set llm.mode=record to ask the LLM.")
+        if todo:
+            self._call(todo, stage, answers)
+        # duplicates get their own copy so a caller mutating one answer does not change another
+        seen: set = set()
+        out = []
+        for k in keys:
+            resp = answers[k]
+            out.append(resp if k not in seen else dataclasses.replace(resp, extra=dict(resp.extra)))
+            seen.add(k)
+        return out
+
+    def _call(self, todo: list[ChatRequest], stage: str, answers: dict) -> None:
+        st = self._stats[stage]
+        backend = self.backend
+        failures: list[tuple[ChatRequest, BaseException]] = []
+        bar = _progress(len(todo), f"llm {stage}", self.progress)
+        t0 = time.monotonic()
+
+        def on_result(req: ChatRequest, resp: ChatResponse) -> None:
+            self.ledger.append(req, resp, stage, backend=backend.describe(), refresh=self.mode == "refresh")
+            answers[req.key] = resp
+            st["calls"] += 1
+            st["prompt_tokens"] += resp.prompt_tokens
+            st["completion_tokens"] += resp.completion_tokens
+            bar.update(1)
+
+        def on_error(req: ChatRequest, exc: BaseException) -> None:
+            failures.append((req, exc))
+            st["errors"] += 1
+            bar.update(1)
+
+        def on_retry(req: ChatRequest, err: str) -> None:
+            st["retries"] += 1
+
+        try:
+            backend.complete(todo, on_result, on_error, on_retry)
+        finally:
+            bar.close()
+            log.info("llm %s: %d calls in %.1fs via %s", stage, len(todo), time.monotonic() - t0,
+                     backend.describe())
+        if failures:
+            lines = "\n".join(f"  {describe_request(r)}: {e}" for r, e in failures[:5])
+            raise CotpdError(f"{len(failures)} of {len(todo)} LLM requests of stage {stage!r} failed "
+                             f"(the {len(todo) - len(failures)} answers received are in the ledger; "
+                             f"rerun to retry the rest):\n{lines}")
+
+    def stats(self, stage: str | None = None) -> dict:
+        """calls, cache_hits, prompt/completion tokens, cost_usd, errors, retries (one stage or all)."""
+        stages = [stage] if stage is not None else list(self._stats)
+        total = collections.Counter()
+        for s in stages:
+            total.update(self._stats.get(s, {}))
+        out = {k: int(total.get(k, 0)) for k in STAT_KEYS}
+        pin, pout, factor = self.prices
+        out["cost_usd"] = round((out["prompt_tokens"] * pin + out["completion_tokens"] * pout) / 1e6 * factor, 6)
+        return out
+
+    def close(self) -> None:
+        self.ledger.close()
+        close = getattr(self._backend, "close", None)
+        if close:
+            close()
+
+
+class _NoBar:
+    def update(self, n): pass
+    def close(self): pass
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="req", leave=False, mininterval=0.5)
+
+
+def make_request(llm_params: dict, messages: list | tuple, prompt_version: str = "", sample_key: str = "",
+                 **overrides) -> ChatRequest:
+    """A ChatRequest with model/temperature/max_tokens/seed from the `llm` params section."""
+    fields = {"model": llm_params.get("model", ""), "temperature": llm_params.get("temperature", 0.0),
+              "max_tokens": llm_params.get("max_tokens", 64), "seed": llm_params.get("seed", 0)}
+    fields.update(overrides)
+    return ChatRequest(messages=tuple(dict(m) for m in messages), prompt_version=prompt_version,
+                       sample_key=sample_key, **fields)

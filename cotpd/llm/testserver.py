@@ -1,0 +1,333 @@
+"""A small but real OpenAI-compatible HTTP server for tests and `cotpd bench-llm`.
+
+openai 3.x talks through httpx2, which no httpx mocking library intercepts, so tests run this server
+on 127.0.0.1 instead. It answers /v1/chat/completions deterministically (a function of the prompt),
+implements the Batch API surface we use (/v1/files, /v1/batches, /v1/files/{id}/content), counts
+every request it receives, and injects faults on demand:
+
+    srv = start_server(latency=0.2)
+    srv.fail_next("429", n=2, retry_after=1)   # also "500", "timeout", "drop", "malformed"
+    ... srv.chat_calls ... srv.stop()
+
+Run standalone: `python -m cotpd.llm.testserver --port 8099 --latency 0.2`.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import email.parser
+import hashlib
+import json
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+FAULTS = ("429", "500", "timeout", "drop", "malformed", "401", "400")
+
+
+def last_user_text(messages: list) -> str:
+    for m in reversed(messages or []):
+        if m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, list):  # multimodal content parts: keep the text ones
+                return " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+            return str(c or "")
+    return ""
+
+
+def default_responder(body: dict) -> str:
+    """Deterministic answers: "yes" to yes/no fact checks, else an echo of the prompt's start."""
+    text = last_user_text(body.get("messages", []))
+    if "answer yes or no" in text.lower():
+        return "yes"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"answer {digest}: {text[:80]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so the client's connection pool is exercised
+    server: "_Server"
+
+    def log_message(self, fmt, *args):  # quiet: tests read counters, not logs
+        pass
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _send(self, status: int, payload, headers: dict | None = None, raw: bytes | None = None):
+        data = raw if raw is not None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if raw is None else "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, str(v))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, headers: dict | None = None, code: str | None = None):
+        self._send(status, {"error": {"message": message, "type": "fake_error", "code": code}}, headers)
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _authorized(self) -> bool:
+        fake = self.server.fake
+        if fake.api_key is None:
+            return True
+        if self.headers.get("Authorization") == f"Bearer {fake.api_key}":
+            return True
+        self._error(401, "Incorrect API key provided.", code="invalid_api_key")
+        return False
+
+    # -- routes -----------------------------------------------------------------------------------
+    def do_POST(self):
+        fake = self.server.fake
+        body = self._body()
+        fake._count(self.path)
+        if not self._authorized():
+            return
+        path = self.path.split("?")[0].rstrip("/")
+        if path.endswith("/v1/chat/completions"):
+            return self._chat(json.loads(body or b"{}"))
+        if path.endswith("/v1/files"):
+            return self._upload(body)
+        if path.endswith("/v1/batches"):
+            return self._send(200, fake._create_batch(json.loads(body)))
+        self._error(404, f"no route {self.path}")
+
+    def do_GET(self):
+        fake = self.server.fake
+        self._body()
+        fake._count(self.path)
+        if not self._authorized():
+            return
+        m = re.search(r"/files/([^/]+)/content$", self.path)
+        if m and m.group(1) in fake.files:
+            return self._send(200, None, raw=fake.files[m.group(1)]["data"])
+        m = re.search(r"/files/([^/]+)$", self.path)
+        if m and m.group(1) in fake.files:
+            return self._send(200, fake.files[m.group(1)]["meta"])
+        m = re.search(r"/batches/([^/]+)$", self.path)
+        if m and m.group(1) in fake.batches:
+            return self._send(200, fake._poll_batch(m.group(1)))
+        self._error(404, f"no route {self.path}")
+
+    def _chat(self, body: dict):
+        fake = self.server.fake
+        fault = fake._take_fault()
+        if fake.latency:
+            time.sleep(fake.latency)
+        if fault is not None:
+            kind, opts = fault
+            if kind == "429":
+                return self._error(429, "Rate limit reached", {"Retry-After": opts.get("retry_after", 0)})
+            if kind == "500":
+                return self._error(500, "The server had an error")
+            if kind == "400":
+                return self._error(400, "Invalid request: context length exceeded")
+            if kind == "401":
+                return self._error(401, "Incorrect API key provided.", code="invalid_api_key")
+            if kind == "timeout":
+                time.sleep(opts.get("sleep", 5.0))
+                return self._error(500, "too late")
+            if kind == "drop":  # close the socket without a response
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return None
+            if kind == "malformed":
+                return self._send(200, None, raw=b'{"id": "chatcmpl-x", "choices": [{"mess')
+        self._send(200, fake.completion(body))
+
+    def _upload(self, body: bytes):
+        # multipart/form-data: parse with the stdlib email parser (cgi is deprecated)
+        head = f"Content-Type: {self.headers.get('Content-Type')}\r\n\r\n".encode()
+        msg = email.parser.BytesParser().parsebytes(head + body)
+        fields = {}
+        for part in msg.get_payload() if msg.is_multipart() else []:
+            fields[part.get_param("name", header="content-disposition")] = (
+                part.get_filename(), part.get_payload(decode=True))
+        filename, data = fields.get("file", (None, None))
+        if data is None:
+            return self._error(400, "missing file")
+        purpose = (fields.get("purpose") or (None, b""))[1].decode()
+        self._send(200, self.server.fake._add_file(data, filename or "upload.jsonl", purpose))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # many concurrent connects must not be refused
+    allow_reuse_address = True
+    fake: "FakeLLMServer"
+
+
+class FakeLLMServer:
+    """The server's state and controls; `start()` serves it on 127.0.0.1 in a daemon thread."""
+
+    def __init__(self, latency: float = 0.0, api_key: str | None = None,
+                 responder: Callable[[dict], str] = default_responder, model: str = "fake-model",
+                 batch_polls: int = 1):
+        self.latency = latency
+        self.api_key = api_key  # None: accept any key (like a local vLLM)
+        self.responder = responder
+        self.model = model
+        self.batch_polls = batch_polls  # how many polls a batch reports "in_progress" first
+        self.lock = threading.Lock()
+        self.counts: collections.Counter = collections.Counter()
+        self.prompts: collections.Counter = collections.Counter()  # chat calls per last user text
+        self.faults: collections.deque = collections.deque()
+        self.files: dict = {}
+        self.batches: dict = {}
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- controls ---------------------------------------------------------------------------------
+    def fail_next(self, kind: str, n: int = 1, **opts) -> None:
+        """The next `n` chat calls fail with `kind` (one of FAULTS); opts: retry_after, sleep."""
+        if kind not in FAULTS:
+            raise ValueError(f"unknown fault {kind!r}; expected one of {FAULTS}")
+        with self.lock:
+            self.faults.extend([(kind, opts)] * n)
+
+    @property
+    def chat_calls(self) -> int:
+        return self.counts["chat"]
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.counts.values())
+
+    def reset_counts(self) -> None:
+        with self.lock:
+            self.counts.clear()
+            self.prompts.clear()
+
+    def completion(self, body: dict) -> dict:
+        """A chat.completion object for a request body (also used for batch lines)."""
+        text = self.responder(body)
+        prompt_words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        with self.lock:
+            self.prompts[last_user_text(body.get("messages", []))] += 1
+        return {
+            "id": "chatcmpl-" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12],
+            "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model") or self.model, "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": prompt_words, "completion_tokens": len(text.split()),
+                      "total_tokens": prompt_words + len(text.split())},
+        }
+
+    # -- internals --------------------------------------------------------------------------------
+    def _count(self, path: str) -> None:
+        path = path.split("?")[0].rstrip("/")
+        kind = "chat" if path.endswith("/v1/chat/completions") else path
+        with self.lock:
+            self.counts[kind] += 1
+
+    def _take_fault(self):
+        with self.lock:
+            return self.faults.popleft() if self.faults else None
+
+    def _add_file(self, data: bytes, filename: str, purpose: str) -> dict:
+        with self.lock:
+            fid = f"file-{len(self.files) + 1}"
+            meta = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                    "filename": filename, "purpose": purpose, "status": "processed"}
+            self.files[fid] = {"meta": meta, "data": data}
+        return meta
+
+    def _create_batch(self, body: dict) -> dict:
+        with self.lock:
+            bid = f"batch_{len(self.batches) + 1}"
+            self.batches[bid] = {"id": bid, "object": "batch", "endpoint": body["endpoint"],
+                                 "input_file_id": body["input_file_id"], "status": "validating",
+                                 "completion_window": body.get("completion_window", "24h"),
+                                 "created_at": int(time.time()), "output_file_id": None,
+                                 "error_file_id": None, "_polls": 0}
+            return {k: v for k, v in self.batches[bid].items() if not k.startswith("_")}
+
+    def _poll_batch(self, bid: str) -> dict:
+        b = self.batches[bid]
+        b["_polls"] += 1
+        if b["status"] != "completed" and b["_polls"] > self.batch_polls:
+            self._run_batch(b)
+        elif b["status"] == "validating":
+            b["status"] = "in_progress"
+        return {k: v for k, v in b.items() if not k.startswith("_")}
+
+    def _run_batch(self, b: dict) -> None:
+        out, errs = [], []
+        lines = self.files[b["input_file_id"]]["data"].decode().splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            fault = self._take_fault()
+            if fault is not None:  # a failed line lands in the error file, like the real API
+                errs.append({"id": f"req_{i}", "custom_id": item["custom_id"], "response": None,
+                             "error": {"code": "server_error", "message": f"injected {fault[0]}"}})
+                continue
+            out.append({"id": f"req_{i}", "custom_id": item["custom_id"], "error": None,
+                        "response": {"status_code": 200, "request_id": f"r{i}",
+                                     "body": self.completion(item["body"])}})
+        dump = lambda rows: "".join(json.dumps(r) + "\n" for r in rows).encode()  # noqa: E731
+        b["output_file_id"] = self._add_file(dump(out), f"{b['id']}_output.jsonl", "batch_output")["id"]
+        if errs:
+            b["error_file_id"] = self._add_file(dump(errs), f"{b['id']}_errors.jsonl", "batch_output")["id"]
+        b["status"] = "completed"
+        b["request_counts"] = {"total": len(out) + len(errs), "completed": len(out), "failed": len(errs)}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self, port: int = 0) -> "FakeLLMServer":
+        self._httpd = _Server(("127.0.0.1", port), _Handler)
+        self._httpd.fake = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True, name="fake-llm-server")
+        self._thread.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> "FakeLLMServer":
+        return self if self._httpd else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_server(port: int = 0, **kwargs) -> FakeLLMServer:
+    """Start a FakeLLMServer on 127.0.0.1 (`port=0`: a free port); kwargs go to FakeLLMServer."""
+    return FakeLLMServer(**kwargs).start(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cotpd.llm.testserver", description=__doc__.split("\n")[0])
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds per chat call")
+    ap.add_argument("--api-key", default=None, help="require this bearer key (default: accept any)")
+    args = ap.parse_args(argv)
+    srv = start_server(args.port, latency=args.latency, api_key=args.api_key)
+    print(srv.base_url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,28 @@
+"""The conditional prompt generator (paper Sec. 3.3, "conditional prompt distillation").
+
+k learnable query vectors run through a small transformer decoder whose cross-attention reads the
+text's input embeddings; the k outputs are soft prompts conditioned on the text. They are inserted
+into the encoder's input sequence so that the text-only view can imitate the knowledge view.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PromptGenerator(nn.Module):
+    def __init__(self, hidden: int, k: int = 8, layers: int = 2, heads: int = 4, dropout: float = 0.1):
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"train.prompt.heads={heads} must divide the encoder hidden size {hidden}")
+        self.k = k
+        # small init, the scale of BERT-style word embeddings (std 0.02)
+        self.queries = nn.Parameter(torch.randn(k, hidden) * 0.02)
+        layer = nn.TransformerDecoderLayer(d_model=hidden, nhead=heads, dim_feedforward=4 * hidden,
+                                           dropout=dropout, batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, num_layers=layers, norm=nn.LayerNorm(hidden))
+
+    def forward(self, text_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """text_embeds [B, L, H] (encoder input embeddings of the text), mask [B, L] -> prompts [B, k, H]."""
+        queries = self.queries.unsqueeze(0).expand(text_embeds.size(0), -1, -1).to(text_embeds.dtype)
+        return self.decoder(queries, text_embeds, memory_key_padding_mask=attention_mask == 0)

@@ -1,0 +1,169 @@
+"""The student: one encoder, two views, a shared task head, and the distillation objective.
+
+Variants come from this one code path (train.variant):
+- baseline:  text view, plain encoder + head (no prompt, no knowledge)
+- knowledge: knowledge view only (text + caption + CoT), trained and evaluated on it
+- cotpd:     knowledge view (teacher) + prompt view (student) + KL; deployed on the prompt view
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .encoder import load_encoder, quiet_transformers
+from .heads import TaskHead
+from .prompt_generator import PromptGenerator
+
+VARIANTS = ("baseline", "knowledge", "cotpd")
+FORMAT = "cotpd-student/1"
+
+
+def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None,
+               temperature: float, teacher_grad: bool = False) -> torch.Tensor:
+    """T^2 * KL(p_teacher/T || p_student/T), averaged over label positions (paper Sec. 3.4, Eq. for L_KL).
+
+    With teacher_grad false the teacher is a stop-gradient target (the knowledge view is trained by
+    its own task loss only), the usual choice in distillation: it keeps the KL from dragging the
+    better-informed view down towards the text-only one.
+    """
+    t = teacher_logits if teacher_grad else teacher_logits.detach()
+    log_p_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p_t = torch.log_softmax(t.float() / temperature, dim=-1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # per position
+    if mask is not None:
+        kl = kl[mask]
+    return kl.mean() * temperature ** 2 if kl.numel() else student_logits.sum() * 0.0
+
+
+class Student(nn.Module):
+    def __init__(self, encoder, tokenizer, task: str, labels: list[str], variant: str = "cotpd",
+                 prompt: dict | None = None, distill: dict | None = None, n_prefix: int = 1,
+                 dropout: float = 0.1, max_length: int = 64, knowledge_max_length: int = 192):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ConfigError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # unused: keeps DDP free of unused parameters and saves a matmul
+        self.encoder, self.tokenizer = encoder, tokenizer
+        self.task, self.labels, self.variant = task, list(labels), variant
+        self.n_prefix, self.max_length, self.knowledge_max_length = n_prefix, max_length, knowledge_max_length
+        self.prompt_cfg = dict(prompt or {"k": 8, "layers": 2, "heads": 4})
+        self.distill = {"lambda": 1.0, "temperature": 2.0, "teacher_grad": False, **(distill or {})}
+        hidden = encoder.config.hidden_size
+        self.prompt = (PromptGenerator(hidden, self.prompt_cfg["k"], self.prompt_cfg["layers"],
+                                       self.prompt_cfg["heads"], dropout) if variant == "cotpd" else None)
+        self.head = TaskHead(task, hidden, len(self.labels), dropout)
+
+    # --- views -----------------------------------------------------------------------------------
+    @property
+    def train_views(self) -> tuple[str, ...]:
+        return {"baseline": ("text",), "knowledge": ("know",), "cotpd": ("text", "know")}[self.variant]
+
+    def eval_view(self, view: str = "prompt") -> tuple[str, bool]:
+        """(feature view, use prompt generator) for evaluation; eval.view picks cotpd's view."""
+        if self.variant == "baseline":
+            return "text", False
+        if self.variant == "knowledge" or view == "knowledge":
+            return "know", False
+        return "text", True
+
+    def hidden(self, vb: dict, prompt: bool = False) -> torch.Tensor:
+        """Encoder states [B, L, H] aligned with vb["input_ids"]; with `prompt` the k generated
+        vectors are inserted after the leading special token(s) and their outputs dropped again."""
+        am, tt = vb["attention_mask"], vb.get("token_type_ids")
+        if not prompt:
+            return self.encoder(input_ids=vb["input_ids"], attention_mask=am, token_type_ids=tt).last_hidden_state
+        emb = self.encoder.get_input_embeddings()(vb["input_ids"])
+        prompts = self.prompt(emb, am)
+        p, k, b = self.n_prefix, prompts.size(1), emb.size(0)
+        embeds = torch.cat([emb[:, :p], prompts.to(emb.dtype), emb[:, p:]], dim=1)
+        mask = torch.cat([am[:, :p], am.new_ones(b, k), am[:, p:]], dim=1)
+        if tt is not None:  # prompts belong to the first segment
+            tt = torch.cat([tt[:, :p], tt.new_zeros(b, k), tt[:, p:]], dim=1)
+        # position ids default to 0..L+k-1: the text simply starts k positions later
+        out = self.encoder(inputs_embeds=embeds, attention_mask=mask, token_type_ids=tt).last_hidden_state
+        return torch.cat([out[:, :p], out[:, p + k:]], dim=1)
+
+    def logits(self, vb: dict, prompt: bool = False) -> torch.Tensor:
+        return self.head.logits(self.hidden(vb, prompt), vb)
+
+    def forward(self, batch: dict) -> dict:
+        """Training loss of this variant. cotpd (paper Sec. 3.4):
+        L = L_task(knowledge view) + L_task(prompt view) + lambda * T^2 * KL(p_know/T || p_prompt/T)."""
+        if self.variant != "cotpd":
+            view = self.train_views[0]
+            loss = self.head.loss(self.logits(batch[view]), batch[view])
+            return {"loss": loss, "task": loss.detach()}
+        know, text = batch["know"], batch["text"]
+        t_logits = self.logits(know)
+        s_logits = self.logits(text, prompt=True)
+        l_know, l_prompt = self.head.loss(t_logits, know), self.head.loss(s_logits, text)
+        mask = None
+        if self.task == "ner":  # words covered by both views (truncation may differ)
+            mask = know["word_mask"] & text["word_mask"]
+        kl = distill_kl(s_logits, t_logits, mask, self.distill["temperature"], self.distill["teacher_grad"])
+        loss = l_know + l_prompt + self.distill["lambda"] * kl
+        return {"loss": loss, "task": (l_know + l_prompt).detach(), "kl": kl.detach()}
+
+    @torch.no_grad()
+    def decode(self, batch: dict, view: str = "prompt") -> list:
+        fv, prompt = self.eval_view(view)
+        return self.head.decode(self.logits(batch[fv], prompt), batch[fv])
+
+    # --- persistence -------------------------------------------------------------------------------
+    def config(self) -> dict:
+        return {"format": FORMAT, "task": self.task, "labels": self.labels, "variant": self.variant,
+                "prompt": self.prompt_cfg, "distill": self.distill, "n_prefix": self.n_prefix,
+                "dropout": self.head.dropout.p, "max_length": self.max_length,
+                "knowledge_max_length": self.knowledge_max_length}
+
+    def save(self, path: str | Path, params: dict | None = None, extra: dict | None = None) -> Path:
+        """save_pretrained-style folder: encoder/ (weights + tokenizer), heads.pt, config.json."""
+        from ..io import atomic_write
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with quiet_transformers():
+            self.encoder.save_pretrained(path / "encoder")
+            self.tokenizer.save_pretrained(path / "encoder")
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items() if not k.startswith("encoder.")}
+        with atomic_write(path / "heads.pt", "wb") as fh:
+            torch.save(state, fh)
+        with atomic_write(path / "config.json") as fh:
+            json.dump({**self.config(), "params": params or {}, **(extra or {})}, fh, indent=2, sort_keys=True)
+        return path
+
+
+def build_student(encoder_name: str, task: str, labels: list[str], variant: str, tparams: dict) -> Student:
+    """A fresh student from train params (encoder by id/path, prompt and distill settings)."""
+    from .data import Featurizer
+
+    tokenizer, encoder = load_encoder(encoder_name, markers=task == "re")
+    n_prefix = Featurizer(tokenizer, task, labels, 8, 8).n_prefix
+    return Student(encoder, tokenizer, task, labels, variant, tparams.get("prompt"), tparams.get("distill"),
+                   n_prefix, tparams.get("dropout", 0.1), tparams["max_length"], tparams["knowledge_max_length"])
+
+
+def load_student(path: str | Path, device: str | torch.device = "cpu") -> Student:
+    """Reload a folder written by `Student.save` (in eval mode, on `device`)."""
+    path = Path(path)
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise ConfigError(f"{path}: not a trained student (no config.json)")
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if cfg.get("format") != FORMAT:
+        raise ConfigError(f"{cfg_path}: format {cfg.get('format')!r}, expected {FORMAT!r}")
+    tokenizer, encoder = load_encoder(path / "encoder")
+    model = Student(encoder, tokenizer, cfg["task"], cfg["labels"], cfg["variant"], cfg["prompt"], cfg["distill"],
+                    cfg["n_prefix"], cfg["dropout"], cfg["max_length"], cfg["knowledge_max_length"])
+    state = torch.load(path / "heads.pt", map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.startswith("encoder.")] + list(unexpected)
+    if bad:
+        raise ConfigError(f"{path / 'heads.pt'}: state dict does not match config.json: {bad[:5]}")
+    model.saved_config = cfg
+    return model.to(device).eval()

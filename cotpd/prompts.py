@@ -1,0 +1,143 @@
+"""Prompt templates, versioned by the hash of their file.
+
+Each prompt lives in ``cotpd/prompts/<name>.txt``::
+
+    # comment lines (only before the first section)
+    [system]
+    ...
+    [user]
+    ... {text} ...
+
+A prompt's version is ``<name>:<first 8 hex of the SHA-256 of the file>``; it goes into every
+``ChatRequest`` built from the prompt, so editing a prompt file changes the request keys (the
+ledger then treats the edited prompt as a new question) and the Dagster asset code version.
+
+Placeholders are ``{name}`` with a lowercase identifier. Substitution is a single regex pass over
+the template, never ``str.format``: braces inside a tweet cannot break rendering and a value is
+never re-scanned for placeholders. Values are data, so closing/opening tags of our delimiters
+(``</tweet>``, ``<head>`` ...) inside a value are defused: a tweet cannot end its own data block
+and smuggle instructions into the prompt (prompt injection).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+PROMPTS_DIR = Path(__file__).parent / "prompts"
+
+# grain -> prompt name, per task; RE prompts speak about the entity pair (head / tail)
+COT_PROMPTS = {
+    "ner": {"noun": "cot_noun", "sentence": "cot_sentence", "multimodal": "cot_multimodal"},
+    "re": {"noun": "cot_noun_re", "sentence": "cot_sentence_re", "multimodal": "cot_multimodal_re"},
+}
+AUGMENT_PROMPTS = ("aug_style", "aug_entity_propose", "aug_entity_check", "aug_image")
+CAPTION_PROMPTS = ("caption_image",)
+
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+_SECTION = re.compile(r"^\[(system|user)\]\s*$")
+# tags our templates use as data delimiters; any such tag inside a value is defused
+_TAG = re.compile(r"<\s*(/?)\s*(tweet|head|tail|image_caption|keep|entity|type)\s*>", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    template: str  # the whole file text (what the version hashes)
+    version: str  # "<name>:<sha256[:8]>"
+    system: str = ""
+    user: str = ""
+
+    @property
+    def placeholders(self) -> set[str]:
+        return set(_PLACEHOLDER.findall(self.system)) | set(_PLACEHOLDER.findall(self.user))
+
+    def render(self, part: str, **values) -> str:
+        text = self.system if part == "system" else self.user
+        missing = sorted(set(_PLACEHOLDER.findall(text)) - set(values))
+        if missing:
+            raise ConfigError(f"prompt {self.name!r} needs {missing}; got {sorted(values)}")
+
+        def sub(m: re.Match) -> str:
+            return _defuse(values[m.group(1)])
+
+        return _PLACEHOLDER.sub(sub, text)
+
+    def messages(self, **values) -> tuple:
+        """The chat messages for these values (extra values are ignored, missing ones raise)."""
+        msgs = []
+        if self.system:
+            msgs.append({"role": "system", "content": self.render("system", **values)})
+        msgs.append({"role": "user", "content": self.render("user", **values)})
+        return tuple(msgs)
+
+
+def _defuse(value) -> str:
+    """A value as inert data: str() it, and turn delimiter tags into look-alikes (`<tweet>` -> `‹tweet›`)."""
+    text = "" if value is None else str(value)
+    return _TAG.sub(lambda m: f"‹{m.group(1)}{m.group(2)}›", text)
+
+
+def parse(name: str, text: str, path: Path | str = "") -> Prompt:
+    sections: dict[str, list[str]] = {}
+    current = None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        m = _SECTION.match(line)
+        if m:
+            if m.group(1) in sections:
+                raise ConfigError(f"{path}:{lineno}: section [{m.group(1)}] appears twice")
+            current = m.group(1)
+            sections[current] = []
+        elif current is None:
+            if line.strip() and not line.lstrip().startswith("#"):
+                raise ConfigError(f"{path}:{lineno}: text before the first [system]/[user] section")
+        else:
+            sections[current].append(line)
+    if "user" not in sections:
+        raise ConfigError(f"{path}: prompt file has no [user] section")
+    body = {k: "\n".join(v).strip("\n") for k, v in sections.items()}
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+    return Prompt(name=name, template=text, version=f"{name}:{digest}",
+                  system=body.get("system", ""), user=body["user"])
+
+
+def load(name: str, directory: str | Path | None = None) -> Prompt:
+    """The prompt `name` from `directory` (default: the packaged cotpd/prompts/)."""
+    path = Path(directory or PROMPTS_DIR) / f"{name}.txt"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: prompt file not found") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 at byte {exc.start}") from None
+    return parse(name, text, path)
+
+
+def cot_prompt_name(grain: str, task: str) -> str:
+    try:
+        return COT_PROMPTS[task][grain]
+    except KeyError:
+        raise ConfigError(f"no CoT prompt for task {task!r} grain {grain!r}; "
+                          f"grains are {sorted(COT_PROMPTS['ner'])}") from None
+
+
+def prompts_version(names, directory: str | Path | None = None) -> str:
+    """One short hash over several prompts' versions (a Dagster asset's code version)."""
+    versions = sorted(load(n, directory).version for n in names)
+    return hashlib.sha256("\n".join(versions).encode("utf-8")).hexdigest()[:12]
+
+
+def stage_prompts(stage: str) -> list[str]:
+    """The prompt files a stage reads (so an orchestrator can version the stage by them)."""
+    if stage == "knowledge":
+        return sorted({n for per_task in COT_PROMPTS.values() for n in per_task.values()})
+    if stage == "augment":
+        return list(AUGMENT_PROMPTS)
+    if stage == "captions":
+        return list(CAPTION_PROMPTS)
+    return []

@@ -1,0 +1,285 @@
+"""MLflow tracking: one run per training, comparable across variants, datasets and orchestrators.
+
+Every run carries the resolved params (flattened to dot keys) and their hash, the git commit, the
+hashes of the data it read (normalized splits, captions, knowledge, augmentations, LLM ledgers),
+per-epoch metrics under fixed names (dev_f1, train_loss, ...), system metrics, the evaluation plots
+and the student as an MLflow pyfunc model that takes raw text (cotpd.serving).
+
+The store is sqlite (`tracking.uri` in params.yaml, relative to the project root; MLflow 3.17 no
+longer accepts a bare `mlruns/` file store) and artifacts live under <root>/mlruns/artifacts.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+from .params import Layout, params_hash
+
+log = logging.getLogger(__name__)
+
+# keys containing one of these never reach MLflow (their value could be a credential)
+SECRET_MARKERS = ("key", "token", "secret", "password")
+MAX_PARAM_LEN = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH in 3.17
+MAX_KEY_LEN = 250
+# headline metrics with the same name for every variant, so the UI compares runs side by side
+HEADLINE = ("test_f1", "test_precision", "test_recall", "dev_f1", "train_tokens_per_s",
+            "test_sentences_per_s", "time_train_s", "best_epoch")
+
+
+def tracking_uri(root: Path, uri: str) -> str:
+    """Resolve a relative sqlite path against the project root (not the working directory)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        db = (Path(root) / uri[len(prefix):]).resolve()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(db)
+    return uri
+
+
+def setup(root: Path, tparams: dict) -> str:
+    """Point MLflow at the project's store and return the experiment id (created if needed)."""
+    import mlflow
+
+    root = Path(root).resolve()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in logs
+    mlflow.set_tracking_uri(tracking_uri(root, tparams.get("uri", "sqlite:///mlruns/mlflow.db")))
+    name = tparams.get("experiment", "cotpd")
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    # explicit artifact location: otherwise MLflow would write to ./mlartifacts of the cwd
+    artifacts = (root / "mlruns" / "artifacts").resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+    except mlflow.exceptions.MlflowException:
+        # another process created it between our lookup and create
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def is_secret(key: str) -> bool:
+    low = key.lower()
+    return any(m in low for m in SECRET_MARKERS)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """{"train": {"lr": 1e-3}} -> {"train.lr": "0.001"}; secrets dropped, long values truncated."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if is_secret(str(k)):
+            continue
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+            continue
+        text = v if isinstance(v, str) else json.dumps(v, default=str)
+        if len(text) > MAX_PARAM_LEN:
+            text = text[: MAX_PARAM_LEN - 14] + "...[truncated]"
+        out[key[:MAX_KEY_LEN]] = text
+    return out
+
+
+def git_commit(root: Path) -> str:
+    try:
+        res = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else "unknown"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def data_hashes(root: Path, dataset: str) -> dict[str, str]:
+    """Tags `data.<file>` / `ledger.<stage>` -> SHA-256 of every input the training could read."""
+    lay = Layout(Path(root), dataset)
+    files = {f"data.raw.{p.stem}": p for p in sorted(lay.raw_dir.glob("*.jsonl"))}
+    for name, p in (("augmented", lay.augmented), ("knowledge", lay.knowledge), ("captions", lay.captions)):
+        files[f"data.{name}"] = p
+    ledger_dir = Path(root) / "ledger" / dataset
+    files.update({f"ledger.{p.stem}": p for p in sorted(ledger_dir.glob("*.jsonl"))})
+    return {k: sha256(p) for k, p in files.items() if p.is_file()}
+
+
+def as_dict(obj: Any) -> dict:
+    """A training result (dataclass, object or dict) as a plain dict."""
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return obj
+    if dataclasses.is_dataclass(obj):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+
+
+def numeric(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of a (nested) metrics dict, keys joined with '_' (MLflow metric names)."""
+    out: dict[str, float] = {}
+    for k, v in (metrics or {}).items():
+        key = f"{prefix}{k}".replace("/", "_").replace(" ", "_")
+        if isinstance(v, bool):
+            out[key] = float(v)
+        elif isinstance(v, (int, float)):
+            out[key] = float(v)
+        elif isinstance(v, dict) and k in ("per_type", "per_relation"):
+            # {"PER": {"f1": ..}} -> test_f1_PER: one metric per type, sorted beside test_f1 in the UI
+            for typ, sc in v.items():
+                f1 = sc.get("f1") if isinstance(sc, dict) else sc
+                if isinstance(f1, (int, float)):
+                    out[f"{prefix}f1_{typ}".replace("/", "_").replace(" ", "_")] = float(f1)
+        elif isinstance(v, dict):
+            out.update(numeric(v, key + "_"))
+    return out
+
+
+class TrainingRun:
+    """The handle `training_run` yields: what a training loop and the train stage log."""
+
+    def __init__(self, run_id: str, experiment_id: str, ui_url: str, root: Path, dataset: str):
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self.root = root
+        self.dataset = dataset
+        self.url = f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        self.model_uri: str | None = None
+
+    def log_epoch(self, epoch: int, metrics: dict) -> None:
+        """Per-epoch metrics (step = epoch); the shape of H5's `on_epoch_end(epoch, metrics)`."""
+        import mlflow
+
+        values = numeric(metrics)
+        if values:
+            mlflow.log_metrics(values, step=int(epoch))
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        import mlflow
+
+        values = numeric(metrics)
+        if values:
+            mlflow.log_metrics(values, step=step)
+
+    def log_result(self, result: Any) -> dict[str, float]:
+        """Final metrics of a training: best dev, test (with per-type F1), throughput; plots too."""
+        import mlflow
+
+        r = as_dict(result)
+        final: dict[str, float] = {}
+        final.update(numeric(r.get("best_dev") or r.get("dev") or {}, "dev_"))
+        test = r.get("test") or {}
+        final.update(numeric(test, "test_"))
+        # top-level scalars of cotpd.train.TrainResult: train_tokens_per_s, best_epoch, n_train, ...
+        final.update({k: float(v) for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        final.update(numeric(r.get("throughput") or {}))
+        timings = r.get("timings") or {}
+        final.update(numeric({k: v for k, v in timings.items() if k != "corpus"}, "time_"))
+        final.update(numeric(timings.get("corpus") or {}, "data_"))
+        if test.get("n") and timings.get("test_s"):
+            # test sentences per second, checkpoint reload included (cotpd bench times inference alone)
+            final["test_sentences_per_s"] = float(test["n"]) / float(timings["test_s"])
+        if final:
+            mlflow.log_metrics(final)
+        summary = {k: v for k, v in r.items() if k not in ("history",)}
+        mlflow.log_dict(json.loads(json.dumps(summary, default=str)), "result.json")
+        self._log_plots(test)
+        return final
+
+    def _log_plots(self, test: dict) -> None:
+        from . import plots
+
+        per_type = test.get("per_type") or test.get("per_relation") or {}
+        if per_type:
+            self.log_figure(plots.per_type_f1(per_type, title=f"{self.dataset}: per-type test F1"),
+                            "plots/per_type_f1.png")
+        conf = test.get("confusion")
+        if conf and conf.get("labels") and conf.get("matrix"):
+            self.log_figure(plots.confusion(conf["labels"], conf["matrix"], title=f"{self.dataset}: confusion"),
+                            "plots/confusion.png")
+
+    def log_figure(self, fig, name: str) -> None:
+        import matplotlib.pyplot as plt
+        import mlflow
+
+        mlflow.log_figure(fig, name)
+        plt.close(fig)
+
+    def log_artifacts(self, path: str | Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        path = Path(path)
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path)
+        elif path.is_file():
+            mlflow.log_artifact(str(path), artifact_path)
+
+    def log_student_model(self, model_dir: str | Path, task: str) -> str:
+        """Log the trained student as a pyfunc model taking raw text (see cotpd.serving)."""
+        from .serving import log_pyfunc
+
+        self.model_uri = log_pyfunc(Path(model_dir), task)
+        return self.model_uri
+
+
+def run_tags(root: Path, dataset: str, variant: str, seed: Any, extra: dict | None) -> dict[str, str]:
+    tags = {"git_commit": git_commit(root), "dataset": dataset, "variant": variant, "seed": str(seed),
+            "orchestrator": "cli"}
+    tags.update(data_hashes(root, dataset))
+    for k, v in (extra or {}).items():
+        if v is not None and not is_secret(str(k)):
+            tags[str(k)] = str(v)
+    return tags
+
+
+@contextlib.contextmanager
+def training_run(root: str | Path, dataset: str, variant: str, dparams: dict, tags: dict | None = None,
+                 seed: int | None = None, run_name: str | None = None) -> Iterator[TrainingRun]:
+    """Open one MLflow run for one training; it ends FAILED if the block raises.
+
+    `tags` are the orchestrator's (e.g. {"orchestrator": "dagster", "dagster_run_id": ...}).
+    """
+    import mlflow
+
+    root = Path(root).resolve()
+    tparams = dparams.get("tracking") or {}
+    seed = dparams.get("seed") if seed is None else seed
+    experiment_id = setup(root, tparams)
+    # sample often enough that even a short run gets a system-metrics point or two
+    interval = float(tparams.get("system_metrics_interval_s", 2))
+    os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(interval))
+    all_tags = run_tags(root, dataset, variant, seed, tags)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{dataset}-{variant}-s{seed}",
+                          tags=all_tags, log_system_metrics=bool(tparams.get("system_metrics", True))) as run:
+        params = flatten(dparams)
+        params["params_hash"] = params_hash(dparams)
+        params["variant"] = variant
+        params["seed"] = str(seed)  # the run's seed, even where the caller overrode params.seed
+        items = sorted(params.items())
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            mlflow.log_params(dict(items[i:i + 100]))
+        handle = TrainingRun(run.info.run_id, experiment_id, tparams.get("ui_url", "http://127.0.0.1:5000"),
+                             root, dataset)
+        log.info("MLflow run %s (%s)", handle.run_id, handle.url)
+        yield handle
+
+
+def fetch_run(root: Path, tparams: dict, run_id: str):
+    """The MLflow Run object (for tests and the bench report)."""
+    import mlflow
+
+    setup(root, tparams)
+    return mlflow.get_run(run_id)

@@ -1,0 +1,259 @@
+"""Training loop for the student (any variant), single process or DDP under torchrun.
+
+`train(...)` runs the loop on samples; `train_and_evaluate(dataset, variant, params, root, seed)`
+loads a prepared dataset, trains, keeps the best dev checkpoint and scores it on test (what
+`cotpd bench` builds on). `bare_loop_throughput(...)` times a plain forward/backward/step loop over
+the same batches, to check that our loop's overhead stays small.
+
+    torchrun --standalone --nproc_per_node 2 -m cotpd.train --dataset sample --variant cotpd
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .model.data import bucket_batches, collate
+from .metrics import evaluate
+from .model.infer import autocast, featurizer_for, to_device
+from .model.student import Student, build_student, load_student
+from .records import Sample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    variant: str
+    model_dir: str
+    best_epoch: int
+    best_dev: dict
+    test: dict | None
+    history: list[dict] = field(default_factory=list)
+    train_tokens_per_s: float = 0.0
+    timings: dict = field(default_factory=dict)
+    n_train: int = 0
+    world_size: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    try:
+        import numpy as np
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the torchrun environment; (0, 1, 0) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def make_optimizer(model: Student, tp: dict, total_steps: int):
+    """AdamW: train.lr for the encoder, train.head_lr for prompt generator, head and CRF; linear
+    warm-up over train.warmup_ratio of the steps, then linear decay to 0."""
+    from transformers import get_linear_schedule_with_warmup
+
+    groups: dict[tuple, list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            lr = tp["lr"] if name.startswith("encoder.") else tp["head_lr"]
+            wd = 0.0 if p.ndim < 2 else tp.get("weight_decay", 0.0)  # no decay on biases / LayerNorm
+            groups.setdefault((lr, wd), []).append(p)
+    opt = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()])
+    sched = get_linear_schedule_with_warmup(opt, int(tp.get("warmup_ratio", 0.0) * total_steps), max(1, total_steps))
+    return opt, sched
+
+
+def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, task: str, labels: list[str],
+          variant: str, tparams: dict, model_dir: str | Path, test_samples: Sequence[Sample] | None = None,
+          seed: int = 13, eval_view: str = "prompt", on_epoch_end: Callable[[int, dict], None] | None = None,
+          progress: bool | None = None, save_params: dict | None = None) -> TrainResult:
+    """Train one variant; keep the best dev-F1 checkpoint in `model_dir`; score it on test if given."""
+    tp, t_start = tparams, time.perf_counter()
+    if tp.get("num_threads"):
+        torch.set_num_threads(int(tp["num_threads"]))
+    rank, world, local_rank = dist_env()
+    device = resolve_device(tp.get("device", "auto"), local_rank)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    bf16, bs, model_dir = bool(tp.get("bf16", True)), int(tp["batch_size"]), Path(model_dir)
+    show = (rank == 0 and (sys.stderr.isatty() if progress is None else progress))
+    set_seed(seed)
+    model = build_student(tp["encoder"], task, labels, variant, tp).to(device)
+    views = model.train_views
+    t0 = time.perf_counter()
+    feats = featurizer_for(model).features(train_samples, views)
+    lengths, pad = [f["length"] for f in feats], model.tokenizer.pad_token_id or 0
+    timings = {"featurize_s": time.perf_counter() - t0, "setup_s": t0 - t_start}
+    epochs = int(tp["epochs"])
+    steps_per_epoch = len(bucket_batches(lengths, bs, seed=seed, rank=rank, world=world))
+    opt, sched = make_optimizer(model, tp, steps_per_epoch * epochs)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    best_f1, best_epoch, best_dev, bad, history = -1.0, -1, {}, 0, []
+    train_time, tokens_seen = 0.0, 0
+    for epoch in range(epochs):
+        net.train()
+        batches = bucket_batches(lengths, bs, seed=seed, epoch=epoch, rank=rank, world=world)
+        bar = tqdm(batches, desc=f"{variant} epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
+        t_ep, ep_tokens, loss_sum, n_steps = time.perf_counter(), 0, 0.0, 0
+        for idx in bar:
+            cpu_batch = collate([feats[i] for i in idx], views, pad)
+            ep_tokens += int(sum(cpu_batch[v]["attention_mask"].sum() for v in views))
+            batch = to_device(cpu_batch, device)
+            with autocast(device, bf16):
+                out = net(batch)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tp.get("max_grad_norm", 1.0))
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            loss_sum, n_steps = loss_sum + float(out["loss"].detach()), n_steps + 1
+            if show:
+                bar.set_postfix(loss=f"{loss_sum / n_steps:.3f}",
+                                tok_s=f"{ep_tokens / max(1e-9, time.perf_counter() - t_ep):.0f}")
+        ep_time = time.perf_counter() - t_ep
+        train_time, tokens_seen = train_time + ep_time, tokens_seen + ep_tokens
+        # rank 0 scores dev and decides; the others follow its decision
+        state = [None]
+        if rank == 0:
+            t_ev = time.perf_counter()
+            dev = evaluate(model, valid_samples, eval_view, bf16=bf16)
+            improved = dev["f1"] > best_f1
+            if improved:
+                best_f1, best_epoch, best_dev, bad = dev["f1"], epoch, dev, 0
+                model.save(model_dir, save_params or tp, {"best_epoch": epoch, "dev_f1": dev["f1"], "seed": seed})
+            else:
+                bad += 1
+            row = {"epoch": epoch, "loss": loss_sum / max(1, n_steps), "dev_f1": dev["f1"],
+                   "dev_precision": dev["precision"], "dev_recall": dev["recall"],
+                   "tokens_per_s": ep_tokens * world / max(1e-9, ep_time), "epoch_s": ep_time,
+                   "eval_s": time.perf_counter() - t_ev, "lr": sched.get_last_lr()[0], "improved": improved}
+            history.append(row)
+            log.info("%s epoch %d: loss %.4f dev F1 %.4f%s", variant, epoch + 1, row["loss"], dev["f1"],
+                     " (best)" if improved else "")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, dict(row))
+            state = [bad >= int(tp.get("patience", epochs))]
+        if world > 1:
+            torch.distributed.broadcast_object_list(state, src=0)
+        if state[0]:
+            break
+    test = None
+    if rank == 0 and test_samples is not None:
+        t_te = time.perf_counter()
+        test = evaluate(load_student(model_dir, device), test_samples, eval_view, bf16=bf16)
+        timings["test_s"] = time.perf_counter() - t_te
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    timings.update(train_s=train_time, total_s=time.perf_counter() - t_start)
+    return TrainResult(variant, str(model_dir), best_epoch, best_dev, test, history,
+                       tokens_seen * world / max(1e-9, train_time), timings, len(train_samples), world)
+
+
+def train_and_evaluate(dataset: str, variant: str, params: dict, root: str | Path, seed: int | None = None,
+                       on_epoch_end: Callable[[int, dict], None] | None = None, model_dir: str | Path | None = None,
+                       evaluate_test: bool = True, progress: bool | None = None) -> TrainResult:
+    """Load `dataset` (prepared under root/outputs), train `variant`, score the best checkpoint on test."""
+    from .model.corpus import load_corpus
+    from .params import Layout
+
+    root = Path(root)
+    corpus = load_corpus(dataset, root, params, seed)
+    tp = corpus.dparams["train"]
+    seed = corpus.dparams.get("seed", 13) if seed is None else seed
+    model_dir = Path(model_dir) if model_dir else Layout(root, dataset).model_dir(variant)
+    result = train(corpus.train, corpus.valid, task=corpus.task, labels=corpus.labels, variant=variant, tparams=tp,
+                   model_dir=model_dir, test_samples=corpus.test if evaluate_test else None, seed=seed,
+                   eval_view=corpus.dparams.get("eval", {}).get("view", "prompt"), on_epoch_end=on_epoch_end,
+                   progress=progress, save_params={"dataset": dataset, "seed": seed, "train": tp})
+    result.timings["corpus"] = corpus.stats
+    return result
+
+
+def bare_loop_throughput(model: Student, samples: Sequence[Sample], batch_size: int = 16, steps: int = 20,
+                         lr: float = 5e-5, seed: int = 0, ours: bool = False, bf16: bool = True) -> float:
+    """Train tokens/s of a plain forward/backward/AdamW-step loop over our bucketed batches (the
+    reference our loop should reach within 10%). With ours=True the same batches go through our
+    loop's extra work (scheduler, clipping, loss logging), for a like-for-like ratio."""
+    device = next(model.parameters()).device
+    views = model.train_views
+    feats = featurizer_for(model).features(samples, views)
+    batches = bucket_batches([f["length"] for f in feats], batch_size, seed=seed)[:steps]
+    pad = model.tokenizer.pad_token_id or 0
+    cpu = [collate([feats[i] for i in b], views, pad) for b in batches]
+    opt, sched = make_optimizer(model, {"lr": lr, "head_lr": lr, "warmup_ratio": 0.1}, len(cpu))
+    model.train()
+    tokens, t0 = 0, time.perf_counter()
+    for cb in cpu:
+        tokens += int(sum(cb[v]["attention_mask"].sum() for v in views))
+        with autocast(device, bf16):
+            loss = model(to_device(cb, device))["loss"]
+        loss.backward()
+        if ours:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if ours:
+            sched.step()
+            float(loss.detach())
+        opt.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return tokens / max(1e-9, time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cotpd.train` (and torchrun): train one variant of one prepared dataset."""
+    from .cli import parse_set
+    from .params import deep_merge, find_root, load_params
+
+    p = argparse.ArgumentParser(prog="python -m cotpd.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variant", default="cotpd", choices=["baseline", "knowledge", "cotpd"])
+    p.add_argument("--root", type=Path, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--model-dir", type=Path, default=None)
+    p.add_argument("--no-test", action="store_true", help="skip the test-set evaluation")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = (args.root or find_root()).resolve()
+    params = deep_merge(load_params(root), parse_set(args.set))
+    res = train_and_evaluate(args.dataset, args.variant, params, root, args.seed, model_dir=args.model_dir,
+                             evaluate_test=not args.no_test)
+    if dist_env()[0] == 0:
+        print(json.dumps(res.to_dict(), indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

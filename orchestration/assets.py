@@ -1,0 +1,200 @@
+"""The pipeline as Dagster assets: one asset per stage output, partitioned by dataset.
+
+Each asset calls the same library function as the CLI and dvc.yaml (`cotpd.pipeline.run_stage`),
+so Dagster adds scheduling, lineage, metadata and checks but computes nothing of its own. Asset
+names come from `cotpd.pipeline.STAGES`, upstream assets from `cotpd.pipeline.DEPENDS`; a test
+compares this graph with dvc.yaml's.
+"""
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+from dagster import (AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, StaticPartitionsDefinition,
+                     asset)
+
+from cotpd.params import Layout, dataset_params
+from cotpd.pipeline import DEPENDS, STAGES, run_stage
+from cotpd.prompts import prompts_version, stage_prompts
+
+from . import metadata as md
+from .resources import CaptionerResource, LLMResource, MLflowResource, ProjectResource, resolved_params
+
+GROUP = "cotpd"
+LLM_POOL = "llm"  # one concurrency pool for every step that calls the LLM (limit: dagster.yaml)
+LLM_STAGES = ("captions", "knowledge", "augment")
+# the train stage is one asset per variant; the variant names of params.yaml train.variants
+VARIANT_ASSETS = {"baseline": "baseline_model", "cotpd": "distilled_model"}
+
+
+def _params() -> dict:
+    return ProjectResource().params()
+
+
+def dataset_keys(params: dict | None = None) -> list[str]:
+    """Every dataset of params.yaml: one partition each (add a dataset there, it appears here)."""
+    return list((params or _params())["datasets"])
+
+
+DATASETS = StaticPartitionsDefinition(dataset_keys())
+
+
+def asset_name(stage: str, variant: str | None = None) -> str:
+    return VARIANT_ASSETS[variant] if stage == "train" and variant else STAGES[stage][1]
+
+
+def upstream(stage: str) -> list[str]:
+    """Asset names of a stage's upstream stages (train stands for both model assets)."""
+    names = []
+    for s in DEPENDS[stage]:
+        names += list(VARIANT_ASSETS.values()) if s == "train" else [STAGES[s][1]]
+    return names
+
+
+def code_version(stage: str, prompt_dir: str | Path | None = None) -> str:
+    """Hash of the stage's module and of the prompt files it reads: editing either marks the asset
+    (and so everything downstream) stale in the Dagster UI."""
+    h = hashlib.sha256(Path(importlib.util.find_spec(STAGES[stage][0]).origin).read_bytes())
+    names = stage_prompts(stage)
+    if names:
+        h.update(prompts_version(names, prompt_dir).encode())
+    return h.hexdigest()[:12]
+
+
+def _captions_pool(params: dict) -> str | None:
+    """image_captions joins the LLM pool only where some dataset captions with the vision LLM."""
+    kinds = {dataset_params(params, ds)["captions"].get("captioner") for ds in params["datasets"]}
+    return LLM_POOL if "vision_llm" in kinds else None
+
+
+def materialize_stage(context: AssetExecutionContext, stage: str, project: ProjectResource, llm: LLMResource,
+                      captioner: CaptionerResource, mlflow: MLflowResource, variant: str | None = None) -> dict:
+    """Run one stage for the partition's dataset; return its summary dict."""
+    ds = context.partition_key
+    root = project.path()
+    params = resolved_params(project, llm, captioner, mlflow)
+    dparams = dataset_params(params, ds)
+    kw: dict = {}
+    if stage in LLM_STAGES:
+        kw.update(llm.stage_kwargs(stage, dparams, root))
+    if stage == "captions":
+        kw.update(captioner.stage_kwargs(stage, dparams, root))
+    if stage == "train":
+        kw["variant"] = variant
+        kw["tracker"] = mlflow.tags(context.run.run_id, context.asset_key.to_user_string(), ds)
+    context.log.info(f"[{ds}] stage {stage}{'@' + variant if variant else ''} under {root}")
+    with llm.credentials():
+        return run_stage(stage, ds, root, params, **kw)
+
+
+def content_version(*paths: Path) -> DataVersion | None:
+    """The data version of an output: a hash of its files' bytes, so downstream assets turn stale
+    when (and only when) the content changed -- what DVC's hashes do for dvc.yaml."""
+    files = sorted(f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*")) if p.is_dir() else [])
+                   if f.is_file())
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return DataVersion(h.hexdigest()[:16])
+
+
+def _result(summary: dict, extra: dict | None = None, outputs: tuple[Path, ...] = ()) -> MaterializeResult:
+    meta = md.summary_metadata(summary)
+    meta.update({k: v for k, v in (extra or {}).items() if v is not None})
+    return MaterializeResult(metadata=meta, data_version=content_version(*outputs))
+
+
+def _layout(context: AssetExecutionContext, project: ProjectResource) -> Layout:
+    return Layout(project.path(), context.partition_key)
+
+
+_COMMON = dict(partitions_def=DATASETS, group_name=GROUP, kinds={"python"})
+
+
+@asset(**_COMMON, deps=upstream("prepare"), code_version=code_version("prepare"))
+def raw_dataset(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
+                captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
+    """The dataset's train/valid/test splits, read from their source format into JSONL records."""
+    summary = materialize_stage(context, "prepare", project, llm, captioner, mlflow)
+    lay = _layout(context, project)
+    return _result(summary, {"preview": md.preview(lay.raw("train"))}, (lay.raw_dir,))
+
+
+@asset(**_COMMON, deps=upstream("captions"), code_version=code_version("captions"), pool=_captions_pool(_params()))
+def image_captions(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
+                   captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
+    """One caption per image the dataset references (precomputed, BLIP-2 or a vision LLM)."""
+    summary = materialize_stage(context, "captions", project, llm, captioner, mlflow)
+    lay = _layout(context, project)
+    return _result(summary, {"preview": md.preview(lay.captions)}, (lay.captions,))
+
+
+@asset(**_COMMON, deps=upstream("knowledge"), code_version=code_version("knowledge"), pool=LLM_POOL)
+def cot_knowledge(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
+                  captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
+    """Chain-of-thought knowledge from the LLM per sample: noun, sentence and multimodal grains."""
+    summary = materialize_stage(context, "knowledge", project, llm, captioner, mlflow)
+    cols = ["sample_id", "split", "grain", "text", "source"]
+    lay = _layout(context, project)
+    return _result(summary, {"preview": md.preview(lay.knowledge, cols)}, (lay.knowledge,))
+
+
+@asset(**_COMMON, deps=upstream("augment"), code_version=code_version("augment"), pool=LLM_POOL)
+def augmented_dataset(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
+                      captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
+    """LLM-augmented training samples (style, entity, image) that passed the fact check and the suite."""
+    summary = materialize_stage(context, "augment", project, llm, captioner, mlflow)
+    lay = _layout(context, project)
+    return _result(summary, {"preview": md.preview(lay.augmented), "rejected_preview": md.preview(lay.rejected)},
+                   (lay.augmented,))
+
+
+def _model_result(context: AssetExecutionContext, project: ProjectResource, summary: dict,
+                  variant: str) -> MaterializeResult:
+    extra = {}
+    url = summary.get("mlflow_url") or summary.get("run_url")
+    if url:
+        extra["mlflow_run"] = MetadataValue.url(url)
+    lay = _layout(context, project)
+    return _result(summary, extra, (lay.model_dir(variant), lay.metrics(variant)))
+
+
+@asset(**_COMMON, deps=upstream("train"), code_version=code_version("train"))
+def baseline_model(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
+                   captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
+    """The student trained on the text alone (the paper's baseline row), tracked as an MLflow run."""
+    summary = materialize_stage(context, "train", project, llm, captioner, mlflow, "baseline")
+    return _model_result(context, project, summary, "baseline")
+
+
+@asset(**_COMMON, deps=upstream("train"), code_version=code_version("train"))
+def distilled_model(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
+                    captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
+    """The CoTPD student: knowledge view distilled into the text-only prompt view, tracked in MLflow."""
+    summary = materialize_stage(context, "train", project, llm, captioner, mlflow, "cotpd")
+    return _model_result(context, project, summary, "cotpd")
+
+
+@asset(**_COMMON, deps=upstream("evaluate"), code_version=code_version("evaluate"))
+def metrics(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
+            captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
+    """Test-split precision, recall and F1 of every trained student, read from text alone."""
+    summary = materialize_stage(context, "evaluate", project, llm, captioner, mlflow)
+    lay = _layout(context, project)
+    extra = {}
+    plot = summary.get("plot") or summary.get("plot_path")
+    if plot and Path(plot).is_file():
+        extra["plot"] = md.image_md(Path(plot), f"{context.partition_key}: F1")
+        extra["plot_path"] = MetadataValue.path(str(plot))
+    if lay.metrics_summary.is_file():
+        extra["metrics_path"] = MetadataValue.path(str(lay.metrics_summary))
+    return _result(summary, extra, (lay.metrics_summary,))
+
+
+STAGE_ASSETS = [raw_dataset, image_captions, cot_knowledge, augmented_dataset, baseline_model, distilled_model,
+                metrics]

@@ -1,0 +1,36 @@
+"""Shared fixtures: the repo root, a fresh copy of params.yaml, and the real data folder (or a skip)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from cotpd.params import load_params
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# CI clones the repo with shared/ beside it; on the dev machine the data is also at /work/shared/data
+REAL_DATA_CANDIDATES = (REPO_ROOT.parent / "shared" / "data", Path("/work/shared/data"))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture
+def params() -> dict:
+    """params.yaml of the repo, deep-copied so a test may edit it freely."""
+    return copy.deepcopy(_PARAMS)
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real benchmark data folder; skips the test (with where it looked) when absent."""
+    for d in REAL_DATA_CANDIDATES:
+        if (d / "twitter2015" / "train.txt").is_file() and (d / "mnre" / "mnre_train.txt").is_file():
+            return d
+    pytest.skip("real data not found (looked in " + ", ".join(map(str, REAL_DATA_CANDIDATES)) + ")")
+
+
+_PARAMS = load_params(REPO_ROOT)

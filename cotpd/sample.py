@@ -120,7 +120,8 @@ def fill(rng: random.Random, template: str, marks: dict[str, str] | None = None)
         pre, brace, rest = piece.partition("{")
         slot, close, post = rest.partition("}")
         if not brace or not close:
-            tokens.append(piece), labels.append("O")
+            tokens.append(piece)
+            labels.append("O")
             continue
         typ = (marks or {}).get(slot, slot)
         if typ in NAMES:

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SECRET_MARKERS = ("key", "token", "secret", "password")
 MAX_PARAM_LEN = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH in 3.17
 MAX_KEY_LEN = 250
+EPOCH_PREFIX = "epoch/"
 # headline metrics with the same name for every variant, so the UI compares runs side by side
 HEADLINE = ("test_f1", "test_precision", "test_recall", "dev_f1", "train_tokens_per_s",
             "test_sentences_per_s", "time_train_s", "best_epoch")
@@ -160,10 +161,11 @@ class TrainingRun:
         self.model_uri: str | None = None
 
     def log_epoch(self, epoch: int, metrics: dict) -> None:
-        """Per-epoch metrics (step = epoch); the shape of H5's `on_epoch_end(epoch, metrics)`."""
+        """Per-epoch curves (step = epoch) under "epoch/" (a section of their own in the MLflow UI),
+        so that the final `dev_f1` (best checkpoint) never mixes with the dev F1 of each epoch."""
         import mlflow
 
-        values = numeric(metrics)
+        values = {f"{EPOCH_PREFIX}{k}": v for k, v in numeric(metrics).items() if k != "epoch"}
         if values:
             mlflow.log_metrics(values, step=int(epoch))
 
@@ -235,10 +237,11 @@ class TrainingRun:
         return self.model_uri
 
 
-def run_tags(root: Path, dataset: str, variant: str, seed: Any, extra: dict | None) -> dict[str, str]:
+def run_tags(root: Path, dataset: str, variant: str, seed: Any, extra: dict | None,
+             data_root: Path | None = None) -> dict[str, str]:
     tags = {"git_commit": git_commit(root), "dataset": dataset, "variant": variant, "seed": str(seed),
             "orchestrator": "cli"}
-    tags.update(data_hashes(root, dataset))
+    tags.update(data_hashes(data_root or root, dataset))
     for k, v in (extra or {}).items():
         if v is not None and not is_secret(str(k)):
             tags[str(k)] = str(v)
@@ -247,10 +250,13 @@ def run_tags(root: Path, dataset: str, variant: str, seed: Any, extra: dict | No
 
 @contextlib.contextmanager
 def training_run(root: str | Path, dataset: str, variant: str, dparams: dict, tags: dict | None = None,
-                 seed: int | None = None, run_name: str | None = None) -> Iterator[TrainingRun]:
+                 seed: int | None = None, run_name: str | None = None,
+                 data_root: str | Path | None = None) -> Iterator[TrainingRun]:
     """Open one MLflow run for one training; it ends FAILED if the block raises.
 
     `tags` are the orchestrator's (e.g. {"orchestrator": "dagster", "dagster_run_id": ...}).
+    `data_root`: where the training's outputs/ and ledger/ live when not under `root` (cotpd bench
+    trains in a work folder but tracks into the project's store).
     """
     import mlflow
 
@@ -261,7 +267,7 @@ def training_run(root: str | Path, dataset: str, variant: str, dparams: dict, ta
     # sample often enough that even a short run gets a system-metrics point or two
     interval = float(tparams.get("system_metrics_interval_s", 2))
     os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(interval))
-    all_tags = run_tags(root, dataset, variant, seed, tags)
+    all_tags = run_tags(root, dataset, variant, seed, tags, Path(data_root).resolve() if data_root else None)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{dataset}-{variant}-s{seed}",
                           tags=all_tags, log_system_metrics=bool(tparams.get("system_metrics", True))) as run:
         params = flatten(dparams)

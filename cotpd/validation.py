@@ -140,6 +140,9 @@ def build_frame(augmented: list[Sample], train: list[Sample], heldout_ids: set[s
 def run_suite(df) -> list[ExpectationOutcome]:
     """Run the Great Expectations suite on the frame; each outcome lists its failing row ids."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no usage statistics from a pipeline run
+    gx_log = logging.getLogger("great_expectations")
+    if gx_log.level == logging.NOTSET:  # its INFO chatter buries the stage's own log; a user's setting wins
+        gx_log.setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

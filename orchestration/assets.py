@@ -5,9 +5,11 @@ so Dagster adds scheduling, lineage, metadata and checks but computes nothing of
 names come from `cotpd.pipeline.STAGES`, upstream assets from `cotpd.pipeline.DEPENDS`; a test
 compares this graph with dvc.yaml's.
 """
+# no `from __future__ import annotations`: Dagster reads the context/resource annotations at decoration
 
 import hashlib
 import importlib.util
+import json
 from pathlib import Path
 
 from dagster import (AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, StaticPartitionsDefinition,
@@ -23,6 +25,11 @@ from .resources import CaptionerResource, LLMResource, MLflowResource, ProjectRe
 GROUP = "cotpd"
 LLM_POOL = "llm"  # one concurrency pool for every step that calls the LLM (limit: dagster.yaml)
 LLM_STAGES = ("captions", "knowledge", "augment")
+# Where a cluster executor puts each step (ignored by the local executors): LLM steps on the Celery
+# queue "llm", training on "gpu" and, under the k8s executor, in pods that ask for one GPU.
+LLM_TAGS = {"dagster-celery/queue": "llm"}
+GPU_TAGS = {"dagster-celery/queue": "gpu",
+            "dagster-k8s/config": json.dumps({"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}})}
 # the train stage is one asset per variant; the variant names of params.yaml train.variants
 VARIANT_ASSETS = {"baseline": "baseline_model", "cotpd": "distilled_model"}
 
@@ -39,10 +46,6 @@ def dataset_keys(params: dict | None = None) -> list[str]:
 DATASETS = StaticPartitionsDefinition(dataset_keys())
 
 
-def asset_name(stage: str, variant: str | None = None) -> str:
-    return VARIANT_ASSETS[variant] if stage == "train" and variant else STAGES[stage][1]
-
-
 def upstream(stage: str) -> list[str]:
     """Asset names of a stage's upstream stages (train stands for both model assets)."""
     names = []
@@ -53,7 +56,8 @@ def upstream(stage: str) -> list[str]:
 
 def code_version(stage: str, prompt_dir: str | Path | None = None) -> str:
     """Hash of the stage's module and of the prompt files it reads: editing either marks the asset
-    (and so everything downstream) stale in the Dagster UI."""
+    stale in the Dagster UI ("new code version"); once re-materialized with new content (a new data
+    version, `content_version`), its dependents turn stale in turn."""
     h = hashlib.sha256(Path(importlib.util.find_spec(STAGES[stage][0]).origin).read_bytes())
     names = stage_prompts(stage)
     if names:
@@ -125,7 +129,8 @@ def raw_dataset(context: AssetExecutionContext, project: ProjectResource, llm: L
     return _result(summary, {"preview": md.preview(lay.raw("train"))}, (lay.raw_dir,))
 
 
-@asset(**_COMMON, deps=upstream("captions"), code_version=code_version("captions"), pool=_captions_pool(_params()))
+@asset(**_COMMON, deps=upstream("captions"), code_version=code_version("captions"),
+       pool=_captions_pool(_params()), op_tags=LLM_TAGS if _captions_pool(_params()) else None)
 def image_captions(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
                    captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
     """One caption per image the dataset references (precomputed, BLIP-2 or a vision LLM)."""
@@ -134,7 +139,7 @@ def image_captions(context: AssetExecutionContext, project: ProjectResource, llm
     return _result(summary, {"preview": md.preview(lay.captions)}, (lay.captions,))
 
 
-@asset(**_COMMON, deps=upstream("knowledge"), code_version=code_version("knowledge"), pool=LLM_POOL)
+@asset(**_COMMON, deps=upstream("knowledge"), code_version=code_version("knowledge"), pool=LLM_POOL, op_tags=LLM_TAGS)
 def cot_knowledge(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
                   captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
     """Chain-of-thought knowledge from the LLM per sample: noun, sentence and multimodal grains."""
@@ -144,7 +149,7 @@ def cot_knowledge(context: AssetExecutionContext, project: ProjectResource, llm:
     return _result(summary, {"preview": md.preview(lay.knowledge, cols)}, (lay.knowledge,))
 
 
-@asset(**_COMMON, deps=upstream("augment"), code_version=code_version("augment"), pool=LLM_POOL)
+@asset(**_COMMON, deps=upstream("augment"), code_version=code_version("augment"), pool=LLM_POOL, op_tags=LLM_TAGS)
 def augmented_dataset(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
                       captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
     """LLM-augmented training samples (style, entity, image) that passed the fact check and the suite."""
@@ -164,7 +169,7 @@ def _model_result(context: AssetExecutionContext, project: ProjectResource, summ
     return _result(summary, extra, (lay.model_dir(variant), lay.metrics(variant)))
 
 
-@asset(**_COMMON, deps=upstream("train"), code_version=code_version("train"))
+@asset(**_COMMON, deps=upstream("train"), code_version=code_version("train"), op_tags=GPU_TAGS)
 def baseline_model(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
                    captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
     """The student trained on the text alone (the paper's baseline row), tracked as an MLflow run."""
@@ -172,7 +177,7 @@ def baseline_model(context: AssetExecutionContext, project: ProjectResource, llm
     return _model_result(context, project, summary, "baseline")
 
 
-@asset(**_COMMON, deps=upstream("train"), code_version=code_version("train"))
+@asset(**_COMMON, deps=upstream("train"), code_version=code_version("train"), op_tags=GPU_TAGS)
 def distilled_model(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
                     captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
     """The CoTPD student: knowledge view distilled into the text-only prompt view, tracked in MLflow."""
@@ -187,12 +192,14 @@ def metrics(context: AssetExecutionContext, project: ProjectResource, llm: LLMRe
     summary = materialize_stage(context, "evaluate", project, llm, captioner, mlflow)
     lay = _layout(context, project)
     extra = {}
-    plot = summary.get("plot") or summary.get("plot_path")
-    if plot and Path(plot).is_file():
-        extra["plot"] = md.image_md(Path(plot), f"{context.partition_key}: F1")
-        extra["plot_path"] = MetadataValue.path(str(plot))
-    if lay.metrics_summary.is_file():
-        extra["metrics_path"] = MetadataValue.path(str(lay.metrics_summary))
+    plots = [Path(p) for p in summary.get("plots") or [] if Path(p).is_file()]
+    if plots:  # per-type F1 bars of every variant (evaluate writes them under outputs/<ds>/plots/)
+        extra["plot"] = md.image_md(plots[0], f"{context.partition_key}: {plots[0].stem}")
+        extra["plot_path"] = MetadataValue.path(str(plots[0]))
+    f1 = summary.get("f1")
+    if isinstance(f1, dict):
+        extra["f1_table"] = MetadataValue.md(md.md_table([{"variant": v, "test F1": x} for v, x in f1.items()]))
+        extra.update({f"f1_{v}": MetadataValue.float(float(x)) for v, x in f1.items() if isinstance(x, (int, float))})
     return _result(summary, extra, (lay.metrics_summary,))
 
 

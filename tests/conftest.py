@@ -18,10 +18,15 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+@pytest.fixture(scope="session")
+def _repo_params() -> dict:
+    return load_params(REPO_ROOT)
+
+
 @pytest.fixture
-def params() -> dict:
+def params(_repo_params) -> dict:
     """params.yaml of the repo, deep-copied so a test may edit it freely."""
-    return copy.deepcopy(_PARAMS)
+    return copy.deepcopy(_repo_params)
 
 
 @pytest.fixture(scope="session")
@@ -32,5 +37,3 @@ def real_data() -> Path:
             return d
     pytest.skip("real data not found (looked in " + ", ".join(map(str, REAL_DATA_CANDIDATES)) + ")")
 
-
-_PARAMS = load_params(REPO_ROOT)

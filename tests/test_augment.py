@@ -41,7 +41,7 @@ def test_answer_line_drops_preface_quotes_and_explanations():
 
 
 def test_iob2_helpers():
-    assert spans_from_iob2(["B-PER", "I-PER", "O", "I-LOC", "B-LOC"]) == [(0, 2, "PER"), (3, 4, "LOC"), (4, 5, "LOC")]
+    assert spans_from_iob2(["B-PER", "I-PER", "O", "I-LOC", "B-LOC"]) == [(0, 2, "PER"), (4, 5, "LOC")]
     assert is_valid_iob2(["B-PER", "I-PER", "O", "B-LOC"]) and not is_valid_iob2(["O", "I-LOC"])
     assert not is_valid_iob2(["B-PER", "I-LOC"]) and not is_valid_iob2(["X"])
 
@@ -214,3 +214,16 @@ def test_origins_with_invalid_iob2_are_never_augmented():
     assert res.skipped_invalid_iob2 == 1 and runner.requests
     assert all(s.meta["origin"] != "train-5" for s in res.samples)
     assert all(is_valid_iob2(s.labels) for s in res.samples)
+
+
+def test_style_rejects_new_proper_nouns_and_truncation():
+    assert relabel(ORIGIN, "Barack Obama visits Paris , France today")[1] == "new_proper_noun"
+    assert relabel(ORIGIN, "Barack Obama visits Paris today. Wow")[1] == ""  # sentence start is fine
+    long = ner(1, "Barack Obama visits Paris today with his wife and two daughters again",
+               "B-PER I-PER O B-LOC O O O O O O O O")
+    assert relabel(long, "Barack Obama in Paris")[1] == "too_short"
+
+
+def test_image_caption_that_echoes_the_tweet_is_rejected():
+    res, _ = run(ner_train(), lambda req: tweet_of(req) + ".", image={"n": 3})
+    assert res.samples == [] and {r["reason"] for r in res.rejections} == {"echo_of_text"}

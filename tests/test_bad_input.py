@@ -47,6 +47,8 @@ CASES = {
     "label_outside_scheme": ("ner", "test", "IMGID:3\nfoo\tO\nbar\tB-FOOD\n", 3, "outside the scheme"),
     "i_after_o_strict_iob2": ("ner", "valid", "IMGID:3\nfoo\tO\nbar\tI-PER\n", 3, "breaks strict IOB2"),
     "i_after_other_type": ("ner", "test", "IMGID:3\nfoo\tB-LOC\nbar\tI-PER\n", 3, "breaks strict IOB2"),
+    "empty_token": ("ner", "test", "IMGID:3\nfoo\tO\n\tO\n", 3, "empty token"),
+    "three_columns": ("ner", "train", "IMGID:3\nfoo\tO\tX\n", 2, "expected 2 TAB-separated columns, got 3"),
     "imgid_without_tokens": ("ner", "test", "IMGID:3\n\nIMGID:4\nfoo\tO\n", 1, "no token lines"),
     "not_utf8": ("ner", "test", b"IMGID:3\nfoo\tO\ncaf\xe9\tO\n", 3, "not UTF-8"),
     "empty_split": ("ner", "test", "", 1, "empty split"),

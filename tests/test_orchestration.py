@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 from dagster import AssetKey, DagsterInstance, Definitions, EnvVar, materialize
 
 from cotpd import pipeline
@@ -20,6 +22,7 @@ from orchestration.resources import CaptionerResource, LLMResource, MLflowResour
 
 from orchestration_helpers import scratch_project
 
+RUN_CONFIGS = Path(A.__file__).parent / "run_configs"
 SECRET = "sk-test-" + "x7" * 20
 ASSETS = ["raw_dataset", "image_captions", "cot_knowledge", "augmented_dataset", "baseline_model",
           "distilled_model", "metrics"]
@@ -53,11 +56,11 @@ class FakeStages:
                 return {"kept": 0, "rejected": 0}
             if name == "train":
                 variant = kw["variant"]
-                write_json(lay.metrics(variant), {"dev": {"f1": 0.5}, "test": {"f1": 0.25, "precision": 0.5}})
+                write_json(lay.model_dir(variant) / "config.json", {"dev_f1": 0.5, "best_epoch": 1, "params": {"lr": 1e-3}})
                 return {"variant": variant, "dev_f1": 0.5, "mlflow_url": f"http://127.0.0.1:5000/#/runs/{variant}"}
             if name == "evaluate":
-                write_json(lay.metrics_summary, {"baseline": {"f1": 0.25}, "cotpd": {"f1": 0.3}})
-                return {"f1": {"baseline": 0.25, "cotpd": 0.3}}
+                write_json(lay.metrics_summary, {"baseline.f1": 0.25, "cotpd.f1": 0.3, "cotpd.precision": 0.5})
+                return {"f1": {"baseline": 0.25, "cotpd": 0.3}, "metrics": str(lay.metrics_summary)}
             raise AssertionError(name)
 
         return run
@@ -213,3 +216,42 @@ def test_prompt_edit_changes_code_version_and_marks_downstream_stale(fake, proje
     for downstream in ("augmented_dataset", "distilled_model", "baseline_model"):  # its direct dependents
         assert after_run.get_status(AssetKey(downstream), "sample") == StaleStatus.STALE, downstream
     assert after_run.get_status(AssetKey("image_captions"), "sample") == StaleStatus.FRESH
+
+
+def test_run_configs_validate_and_reach_the_stages(fake, project):
+    """The run config files a user passes with -c: the local ones validate against the entry
+    point's job, and resource config in run config overrides params.yaml for that run only."""
+    from dagster import validate_run_config
+
+    from orchestration.definitions import EXECUTORS, executor
+
+    job = defs.resolve_job_def("cotpd_pipeline")
+    configs = {p.stem: yaml.safe_load(p.read_text(encoding="utf-8")) for p in RUN_CONFIGS.glob("*.yaml")}
+    assert {"local", "record_vllm", "celery", "k8s"} <= set(configs)
+    for name in ("local", "record_vllm"):
+        assert validate_run_config(job, configs[name])
+    assert executor("in_process").name == "in_process" and executor().name == "multiprocess"
+    with pytest.raises(ValueError, match="COTPD_DAGSTER_EXECUTOR"):
+        executor("slurm")
+    assert set(EXECUTORS) >= {"celery", "k8s"}
+
+    result = materialize(A.STAGE_ASSETS, partition_key="sample", resources=resources(project),
+                         instance=DagsterInstance.ephemeral(), selection=["cot_knowledge"],
+                         run_config={"resources": configs["record_vllm"]["resources"]})
+    assert result.success
+    (name, _, params, _), = fake.calls
+    assert name == "knowledge"
+    assert params["llm"]["mode"] == "record" and params["llm"]["backend"] == "openai"
+    assert params["llm"]["base_url"] == configs["record_vllm"]["resources"]["llm"]["config"]["base_url"]
+
+
+def test_cli_parses_string_asset_selections():
+    """`--select '*'` goes through Dagster's ANTLR grammar (broken by a wrong antlr4 runtime pin)."""
+    import subprocess
+
+    from orchestration_helpers import REPO_ROOT, VENV_BIN
+
+    out = subprocess.run([str(VENV_BIN / "dagster"), "asset", "list", "--select", "*", "-m", "orchestration.definitions"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(out.stdout.split()) == sorted(ASSETS)

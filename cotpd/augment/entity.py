@@ -19,6 +19,9 @@ from .labels import labels_from_spans, spans_from_iob2
 
 PROPOSE, CHECK = "aug_entity_propose", "aug_entity_check"
 MAX_NAME_TOKENS = 6  # a proposed "entity" longer than this is an explanation, not a name
+# the proposal prompt names the type in words: a small model knows "person", not "PER"
+TYPE_WORDS = {"PER": "person", "LOC": "location", "ORG": "organization",
+              "OTHER": "other named entity (event, product, work, ...)", "MISC": "other named entity"}
 
 
 @dataclass
@@ -141,7 +144,7 @@ def augment(train: list[Sample], ctx: Context, cfg: dict, rng: random.Random) ->
     outcomes = {id(sw): Outcome(origin=sw.sample.id, aug="entity") for sw in swaps}
     if not use_inv:
         reqs = [ctx.request(PROPOSE, f"{sw.sample.id}:aug_entity_propose", cfg.get("propose_max_tokens"),
-                            text=sw.sample.text, entity=" ".join(sw.sample.tokens[sw.start:sw.end]), type=sw.tag)
+                            text=sw.sample.text, entity=" ".join(sw.sample.tokens[sw.start:sw.end]), type=TYPE_WORDS.get(sw.tag, sw.tag))
                 for sw in swaps]
         for sw, req, resp in zip(swaps, reqs, ctx.ask(reqs)):
             out = outcomes[id(sw)]

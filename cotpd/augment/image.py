@@ -9,6 +9,7 @@ join by image id must not overwrite it.
 from __future__ import annotations
 
 import random
+import re
 
 from ..records import Sample
 from .common import Context, Outcome, derived, draw, first_answer_line, record_answer
@@ -35,7 +36,8 @@ def parse_caption(answer: str, sample: Sample, real: str | None) -> tuple[str, s
         return "", "empty"
     if len(cap.split()) > MAX_CAPTION_WORDS:
         return "", "too_long"
-    if cap.lower() == sample.text.lower():
+    words = lambda t: " ".join(re.findall(r"\w+", t.lower()))  # noqa: E731
+    if words(sample.text) and words(sample.text) in words(cap):
         return "", "echo_of_text"  # the tweet repeated is no image description
     if real and cap.lower() == real.lower():
         return "", "same_as_real_caption"

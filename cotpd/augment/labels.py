@@ -12,6 +12,8 @@ import string
 from collections import Counter
 from typing import Iterable, Sequence
 
+from ..readers.conll import entity_spans
+
 # punctuation split off a word's edges; '@' and '#' stay attached (Twitter handles and hashtags are
 # single tokens in both benchmarks)
 _EDGE_PUNCT = set(string.punctuation + "“”‘’…«»–—¡¿") - {"@", "#"}
@@ -58,17 +60,9 @@ def tokenize(text: str, protected: Iterable[str] = ()) -> list[str]:
 
 
 def spans_from_iob2(labels: Sequence[str]) -> list[tuple[int, int, str]]:
-    """(start, end, type) of each entity; lenient like seqeval (an I- without its B- starts one)."""
-    spans: list[tuple[int, int, str]] = []
-    start, etype = None, None
-    for i, lab in enumerate(list(labels) + ["O"]):
-        prefix, _, t = lab.partition("-")
-        if start is not None and not (prefix == "I" and t == etype):
-            spans.append((start, i, etype))
-            start, etype = None, None
-        if prefix in ("B", "I") and start is None:
-            start, etype = i, t
-    return spans
+    """(start, end, type) of each entity, with the readers' seqeval-strict semantics (one rule for
+    the whole project: an I- without its B- is no entity)."""
+    return [(a, b, t) for t, a, b in entity_spans(list(labels))]
 
 
 def is_valid_iob2(labels: Sequence[str]) -> bool:

@@ -30,18 +30,34 @@ def relabel(origin: Sample, text: str) -> tuple[dict | None, str, str]:
         return None, "empty", ""
     if tokens == list(origin.tokens):
         return None, "unchanged", ""
-    # an answer that is far longer than a tweet rewrite is an essay, not a rewrite
+    # an answer far longer than a tweet rewrite is an essay; one under half as long lost the meaning
     if len(tokens) > 3 * len(origin.tokens) + 10:
         return None, "too_long", f"{len(tokens)} tokens for {len(origin.tokens)}"
+    if 2 * len(tokens) < len(origin.tokens):
+        return None, "too_short", f"{len(tokens)} tokens for {len(origin.tokens)}"
     spans, reason, detail = locate(tokens, entities, original=origin.tokens)
     if spans is None:
         return None, reason, detail
+    new_name = new_proper_noun(tokens, origin.tokens)
+    if new_name:
+        return None, "new_proper_noun", new_name
     if isinstance(origin, ReSample):
         where = {tag: (s, e) for s, e, tag in spans}
         head = replace(origin.head, start=where["head"][0], end=where["head"][1])
         tail = replace(origin.tail, start=where["tail"][0], end=where["tail"][1])
         return {"tokens": tokens, "head": head, "tail": tail}, "", ""
     return {"tokens": tokens, "labels": labels_from_spans(len(tokens), spans)}, "", ""
+
+
+def new_proper_noun(tokens: list[str], original: list[str]) -> str:
+    """A capitalised word the original lacks, not at a sentence start: likely a new, unlabelled entity
+    ("Cairo" -> "Cairo , Egypt"), which would be trained as O. Returns it, or ""."""
+    known = set(original)
+    for i, tok in enumerate(tokens):
+        starts_sentence = i == 0 or tokens[i - 1] in {".", "!", "?", "!!", "...", ":", "\""}
+        if tok[:1].isupper() and tok not in known and not starts_sentence:
+            return tok
+    return ""
 
 
 def keep_list(sample: Sample) -> str:

@@ -19,7 +19,7 @@ __all__ = ["BACKENDS", "MODES", "ChatRequest", "ChatResponse", "LLMRunner", "Led
            "build_backend", "build_runner", "describe_request", "make_request"]
 
 
-def build_backend(cfg: dict):
+def build_backend(cfg: dict, ledger_path: str | Path | None = None):
     """The backend named by `llm.backend` (constructing it may load a model or read the API key)."""
     backend = cfg.get("backend", "local")
     if backend == "local":
@@ -37,7 +37,8 @@ def build_backend(cfg: dict):
         from .batch import BatchBackend
 
         return BatchBackend(poll_s=float(cfg.get("batch_poll_s", 30)),
-                            max_wait_s=float(cfg.get("batch_max_wait_s", 86400)), **opts)
+                            max_wait_s=float(cfg.get("batch_max_wait_s", 86400)),
+                            state_path=f"{ledger_path}.batches.json" if ledger_path else None, **opts)
     from .client import OpenAIBackend
 
     return OpenAIBackend(**opts)
@@ -58,7 +59,7 @@ def build_runner(dparams: dict, ledger_path: str | Path, **overrides) -> LLMRunn
         raise ConfigError(f"llm.backend must be one of {BACKENDS}, got {cfg.get('backend')!r}")
     paid = cfg.get("backend") == "openai"  # the local model costs nothing per token
     factor = 0.5 if paid and cfg.get("batch_api") else 1.0  # the Batch API is half price
-    return LLMRunner(Ledger(ledger_path), lambda: build_backend(cfg), mode=cfg.get("mode", "replay"),
+    return LLMRunner(Ledger(ledger_path), lambda: build_backend(cfg, ledger_path), mode=cfg.get("mode", "replay"),
                      price_per_1m_input=float(cfg.get("price_per_1m_input") or 0.0) if paid else 0.0,
                      price_per_1m_output=float(cfg.get("price_per_1m_output") or 0.0) if paid else 0.0,
                      price_factor=factor, progress=bool(cfg.get("progress", True)))

@@ -1,7 +1,8 @@
 """LLMRunner: answers requests through the ledger, calling a backend only for what it lacks.
 
 Modes: `replay` never calls (a miss raises LedgerMiss naming the prompt), `record` calls on a miss,
-`refresh` calls for every request and appends answers that supersede the old ones (ledger.py).
+`refresh` calls for every request (once per runner) and appends answers that supersede the old
+ones (ledger.py), so later replays read the newest. A runner is not thread-safe: one per thread.
 The backend (a model load, an HTTP client) is built lazily on the first call, so replay never
 loads SmolLM2 nor needs an API key.
 """
@@ -50,6 +51,7 @@ class LLMRunner:
         self.prices = (float(price_per_1m_input), float(price_per_1m_output), float(price_factor))
         self.progress = progress
         self._stats: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self._refreshed: set[str] = set()  # refresh re-asks each request once per runner, not per run()
 
     def __repr__(self) -> str:
         return f"LLMRunner(mode={self.mode!r}, ledger={str(self.ledger.path)!r}, entries={len(self.ledger)})"
@@ -71,7 +73,7 @@ class LLMRunner:
         answers: dict[str, ChatResponse] = {}
         todo: list[ChatRequest] = []
         for key, r in unique.items():
-            hit = None if self.mode == "refresh" else self.ledger.get(key)
+            hit = None if self.mode == "refresh" and key not in self._refreshed else self.ledger.get(key)
             if hit is not None:
                 answers[key] = hit
                 st["cache_hits"] += 1
@@ -103,6 +105,7 @@ class LLMRunner:
         def on_result(req: ChatRequest, resp: ChatResponse) -> None:
             self.ledger.append(req, resp, stage, backend=backend.describe(), refresh=self.mode == "refresh")
             answers[req.key] = resp
+            self._refreshed.add(req.key)
             st["calls"] += 1
             st["prompt_tokens"] += resp.prompt_tokens
             st["completion_tokens"] += resp.completion_tokens
@@ -119,6 +122,7 @@ class LLMRunner:
         try:
             backend.complete(todo, on_result, on_error, on_retry)
         finally:
+            self.ledger.flush()
             bar.close()
             log.info("llm %s: %d calls in %.1fs via %s", stage, len(todo), time.monotonic() - t0,
                      backend.describe())

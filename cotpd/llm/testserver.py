@@ -99,6 +99,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         fake = self.server.fake
         self._body()
+        if self.path == "/_stats":  # for a server in another process (bench); not counted itself
+            with fake.lock:
+                return self._send(200, {"counts": dict(fake.counts), "chat_calls": fake.counts["chat"]})
         fake._count(self.path)
         if not self._authorized():
             return
@@ -114,6 +117,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(404, f"no route {self.path}")
 
     def _chat(self, body: dict):
+        fake = self.server.fake
+        with fake.lock:
+            fake.inflight += 1
+            fake.max_inflight = max(fake.max_inflight, fake.inflight)
+        try:
+            self._chat_inner(body)
+        finally:
+            with fake.lock:
+                fake.inflight -= 1
+
+    def _chat_inner(self, body: dict):
         fake = self.server.fake
         fault = fake._take_fault()
         if fake.latency:
@@ -176,6 +190,8 @@ class FakeLLMServer:
         self.counts: collections.Counter = collections.Counter()
         self.prompts: collections.Counter = collections.Counter()  # chat calls per last user text
         self.faults: collections.deque = collections.deque()
+        self.inflight = 0
+        self.max_inflight = 0  # most chat calls served at the same time (tests of concurrency)
         self.files: dict = {}
         self.batches: dict = {}
         self._httpd: _Server | None = None
@@ -201,6 +217,7 @@ class FakeLLMServer:
         with self.lock:
             self.counts.clear()
             self.prompts.clear()
+            self.max_inflight = 0
 
     def completion(self, body: dict) -> dict:
         """A chat.completion object for a request body (also used for batch lines)."""
@@ -313,6 +330,42 @@ def start_server(port: int = 0, **kwargs) -> FakeLLMServer:
     return FakeLLMServer(**kwargs).start(port)
 
 
+class ServerProcess:
+    """The same server in a child process (`python -m cotpd.llm.testserver`), so that a benchmark's
+    client does not share its interpreter (and GIL) with 32 server threads."""
+
+    def __init__(self, latency: float = 0.0):
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "cotpd.llm.testserver", "--latency", str(latency)],
+                                     stdout=subprocess.PIPE, text=True)
+        self.base_url = self.proc.stdout.readline().strip()
+        if not self.base_url.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise RuntimeError("the test server process did not start")
+
+    def stats(self) -> dict:
+        import urllib.request
+
+        root = self.base_url.rsplit("/v1", 1)[0]
+        with urllib.request.urlopen(f"{root}/_stats", timeout=10) as r:
+            return json.loads(r.read())
+
+    @property
+    def chat_calls(self) -> int:
+        return self.stats()["chat_calls"]
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.stats()["counts"].values())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cotpd.llm.testserver", description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, default=0)
@@ -321,10 +374,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     srv = start_server(args.port, latency=args.latency, api_key=args.api_key)
     print(srv.base_url, flush=True)
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SystemExit leaves the sleep below
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        pass
+    finally:
         srv.stop()
     return 0
 

@@ -53,8 +53,7 @@ def attach_context(samples: list[Sample], captions: list[dict] | None = None,
 
     What a record already carries wins (augmented samples come with their own caption/knowledge).
     """
-    caps = {r["image_id"]: r["caption"] for r in captions or []
-            if r.get("caption") and r.get("status", "ok") in ("ok", "cached", "precomputed", None)}
+    caps = {r["image_id"]: r["caption"] for r in captions or [] if (r.get("caption") or "").strip()}
     know: dict[tuple, dict[str, str]] = {}
     for r in knowledge or []:
         if (r.get("text") or "").strip():

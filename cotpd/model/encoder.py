@@ -60,7 +60,8 @@ def load_encoder(name: str | Path, markers: bool = False):
         raise ConfigError(f"encoder {name!r}: a fast tokenizer is needed (word_ids() for label alignment)")
     if markers and tokenizer.convert_tokens_to_ids(MARKERS[0]) in (None, tokenizer.unk_token_id):
         tokenizer.add_special_tokens({"additional_special_tokens": list(MARKERS)})
-        encoder.resize_token_embeddings(len(tokenizer))
+        with quiet_transformers():  # new rows start at the mean of the old embeddings (HF default)
+            encoder.resize_token_embeddings(len(tokenizer))
     return tokenizer, encoder
 
 

@@ -134,7 +134,7 @@ class Student(nn.Module):
         with atomic_write(path / "heads.pt", "wb") as fh:
             torch.save(state, fh)
         with atomic_write(path / "config.json") as fh:
-            json.dump({**self.config(), "params": params or {}, **(extra or {})}, fh, indent=2, sort_keys=True)
+            json.dump({**self.config(), "params": params or {}, **(extra or {})}, fh, indent=2, sort_keys=True, default=str)
         return path
 
 

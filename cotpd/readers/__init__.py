@@ -81,7 +81,9 @@ def load_captions(dparams: dict, root: str | Path) -> Captions:
 class Knowledge(dict):
     """dict sample_id -> knowledge text, with `.stats` (blocks, aligned, missing, missing_ids)."""
 
-    stats: dict
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats: dict = {}
 
 
 def load_precomputed_knowledge(dparams: dict, root: str | Path, split: str,

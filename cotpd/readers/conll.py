@@ -103,7 +103,7 @@ def read_conll(path: str | Path, split: str, scheme: NerScheme | None = None) ->
         token, tab, label = line.partition("\t")
         if tab:  # the common case first: 150k token lines must take well under a second
             if not token or "\t" in label:
-                raise DataError(path, lineno, "empty token" if token else
+                raise DataError(path, lineno, "empty token" if not token else
                                 f"expected 2 TAB-separated columns, got {line.count(chr(9)) + 1}")
             lab = cache.get(label) or label_of(path, lineno, label)
             if lab[0] == "I" and prev[2:] != lab[2:]:  # I-X not after B-X / I-X

@@ -4,6 +4,9 @@ Writes Layout.metrics(variant) (full metrics: overall, per type, scheme, n), Lay
 (flat keys per variant for `dvc metrics`) and outputs/<ds>/plots/ (per-type F1 bars; RE also a
 confusion matrix) for `dvc plots`. The cotpd student is scored on its prompt view; with
 eval.view=knowledge its knowledge view is scored as well (key "knowledge_view").
+
+Cross-dataset: `cross_from=<other dataset>` scores the models trained on that dataset on this one's
+test split, gold types renamed through this dataset's `type_map` (metrics/cross_<other>_<variant>.json).
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ def plots_dir(layout: Layout) -> Path:
     return layout.base / "plots"
 
 
-def run(dataset: str, root: Path, params: dict, variants: list[str] | None = None, **resources) -> dict:
+def run(dataset: str, root: Path, params: dict, variants: list[str] | None = None, cross_from: str | None = None,
+        **resources) -> dict:
     from .. import metrics as M
     from ..model.corpus import load_split
     from ..model.student import load_student
@@ -35,24 +39,33 @@ def run(dataset: str, root: Path, params: dict, variants: list[str] | None = Non
     bf16 = bool(dp["train"].get("bf16", True))
     test = load_split(dataset, root, params, "test")
     summary, missing, per_variant = {}, [], {}
+    source = Layout(root, cross_from) if cross_from else layout
+    type_map = dp["dataset"].get("type_map") or {}
     for v in variants:
-        mdir = layout.model_dir(v)
+        mdir, name = source.model_dir(v), f"cross_{cross_from}_{v}" if cross_from else v
         if not (mdir / "config.json").exists():
             missing.append(v)
             log.warning("%s: no trained %s model in %s; run `cotpd train --variant %s` first", dataset, v, mdir, v)
             continue
         model = load_student(mdir, device)
-        m = M.evaluate(model, test, "prompt", bf16=bf16)
+        if cross_from:
+            m = M.cross_evaluate(model, test, type_map, "prompt")
+        else:
+            m = M.evaluate(model, test, "prompt", bf16=bf16)
         if eval_view == "knowledge" and model.variant == "cotpd":
             m["knowledge_view"] = M.evaluate(model, test, "knowledge", bf16=bf16)
-        m.update(variant=v, dataset=dataset, model_dir=str(mdir))
-        write_json(layout.metrics(v), m)
-        per_variant[v] = m
-        summary.update(M.flat(m, f"{v}."))
+        m.update(variant=v, dataset=dataset, model_dir=str(mdir), trained_on=cross_from or dataset)
+        write_json(layout.metrics(name), m)
+        per_variant[name] = m
+        summary.update(M.flat(m, f"{name}."))
         if "knowledge_view" in m:
-            summary.update({f"{v}.knowledge_view.{k}": x for k, x in M.flat(m["knowledge_view"]).items()})
+            summary.update({f"{name}.knowledge_view.{k}": x for k, x in M.flat(m["knowledge_view"]).items()})
     if not per_variant:
-        raise ConfigError(f"{dataset}: no trained model for any of {variants} under {layout.base / 'models'}")
+        raise ConfigError(f"{dataset}: no trained model for any of {variants} under {source.base / 'models'}")
+    if cross_from:  # leave this dataset's own metrics.json alone
+        write_json(layout.base / "metrics" / f"cross_{cross_from}.json", summary)
+        return {"dataset": dataset, "trained_on": cross_from, "f1": {v: m["f1"] for v, m in per_variant.items()},
+                "missing": missing}
     write_json(layout.metrics_summary, summary)
     plots = _plots(layout, dataset, per_variant)
     return {"dataset": dataset, "variants": sorted(per_variant), "missing": missing,

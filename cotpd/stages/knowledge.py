@@ -119,7 +119,10 @@ def run(dataset: str, root: Path, params: dict, llm=None, prompt_dir=None, **res
     skipped = 0
     if source in ("llm", "both") and grains and samples:
         captions = sample_captions(layout, samples)
-        pairs, requests, skipped = build_requests(dataset, samples, grains, dparams["llm"], captions, prompt_dir)
+        llm_cfg = dict(dparams["llm"])
+        if cot.get("max_tokens"):  # CoT answers may get their own length budget
+            llm_cfg["max_tokens"] = cot["max_tokens"]
+        pairs, requests, skipped = build_requests(dataset, samples, grains, llm_cfg, captions, prompt_dir)
         if requests:
             own = llm is None
             if own:

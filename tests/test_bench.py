@@ -1,0 +1,105 @@
+"""`cotpd bench --smoke`: the whole grid on the embedded samples with a tiny encoder; checks that the
+report, the plots and the MLflow runs are written and that the table has mean ± std and anchors."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import mlflow  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from cotpd import bench, tracking  # noqa: E402
+from cotpd.io import write_jsonl  # noqa: E402
+from cotpd.params import Layout, load_params  # noqa: E402
+from cotpd.pipeline import run_stage  # noqa: E402
+from cotpd.records import read_records  # noqa: E402
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A project root with params.yaml (sample roots absolute) and the committed sample ledgers; in
+    its work folder the knowledge the committed ledgers do not cover yet is written directly: two
+    grains for the NER sample (so the grain ablation has something to ablate), none for MNRE."""
+    root, out = tmp_path / "project", tmp_path / "results"
+    root.mkdir()
+    params = load_params(REPO)
+    for ds in ("sample", "sample_mnre"):
+        params["datasets"][ds]["root"] = str(REPO / params["datasets"][ds]["root"])
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    if (REPO / "ledger" / "sample").is_dir():
+        shutil.copytree(REPO / "ledger" / "sample", root / "ledger" / "sample")
+    work = out / "runs"
+    for ds in ("sample", "sample_mnre"):
+        run_stage("prepare", ds, work, params)
+    lay = Layout(work, "sample")
+    rows = [{"sample_id": s.id, "split": split, "grain": g, "text": f"{g} note about {s.tokens[0]}",
+             "source": "test"} for split in ("train", "valid", "test") for s in read_records(lay.raw(split))
+            for g in ("noun", "sentence")]
+    write_jsonl(lay.knowledge, rows)
+    mnre = Layout(work, "sample_mnre")
+    write_jsonl(mnre.knowledge, [])
+    write_jsonl(mnre.augmented, [])
+    if not (root / "ledger" / "sample" / "augment.jsonl").exists():
+        write_jsonl(lay.augmented, [])
+    return root, out
+
+
+@pytest.mark.timeout(400)
+def test_smoke_bench_writes_report_plots_and_runs(project):
+    root, out = project
+    assert bench.main(["--smoke", "--root", str(root), "--out", str(out)]) == 0
+    text = (out / "README.md").read_text(encoding="utf-8")
+    assert "SMOKE MODE" in text and "cotpd bench --smoke" in text
+    # main table: every dataset x variant with mean ± std over the 2 seeds
+    for ds in ("sample", "sample_mnre"):
+        for v in ("baseline", "knowledge", "cotpd"):
+            row = next(line for line in text.splitlines() if line.startswith(f"| {ds} | {v} |"))
+            assert re.search(r"\d+\.\d\d ± \d+\.\d\d", row), row
+            assert row.split("|")[8].strip() == "2"  # seeds column
+    for bench_name, name, f1 in (("Twitter-2015", "PGIM", "79.33"), ("Twitter-2015", "UMT", "73.41"),
+                                 ("MNRE", "I2SRM", "84.12"), ("MNRE", "MEGA", "66.41")):
+        assert f"| {bench_name} | {name} | {f1} |" in text
+    assert "## Data efficiency: sample" in text and "| 50% |" in text
+    assert "grain=noun" in text and "grain=sentence" in text  # grain ablation on the two-grain knowledge
+    assert "sample_mnre: CoT grain ablation skipped" in text
+    for png in ("f1_vs_data_fraction_sample.png", "per_type_f1_sample.png", "per_type_f1_sample_mnre.png"):
+        assert (out / png).stat().st_size > 1000 and f"]({png})" in text
+    assert "bare PyTorch loop" in text and "sentences/s" in text and "hardware:" in text
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    runs = results["runs"]
+    main = [r for r in runs if r["group"] == "main"]
+    assert len(main) == 12 and len({r["seed"] for r in main}) == 2
+    # every training is an MLflow run in the project's store, tagged with its bench group
+    tracking.setup(root, load_params(root)["tracking"])
+    client = mlflow.tracking.MlflowClient()
+    for r in runs[:3] + runs[-2:]:
+        run = client.get_run(r["mlflow_run_id"])
+        assert run.data.tags["bench"] == "smoke" and run.data.tags["bench_group"] == r["group"]
+        assert run.data.metrics["test_f1"] == pytest.approx(r["test_f1"])
+    # only the first seed's main models are kept
+    kept = sorted(p.name for p in (out / "runs" / "models").iterdir())
+    assert len(kept) == 6 and all(k.endswith("-s13") for k in kept)
+
+
+def test_quick_mode_params_and_data_path(tmp_path):
+    """--data moves the real datasets; quick mode's reductions reach every dataset's train params."""
+    from cotpd.params import dataset_params
+
+    b = bench.Bench(REPO, tmp_path / "out", "quick", data=tmp_path / "data")
+    assert b.params["datasets"]["twitter2015"]["root"] == str((tmp_path / "data" / "twitter2015").resolve())
+    assert b.params["datasets"]["mnre"]["root"] == str((tmp_path / "data" / "mnre").resolve())
+    assert b.params["datasets"]["sample"]["root"] == str(REPO / "cotpd" / "sample" / "mner")
+    tw, mnre = (dataset_params(b.params, ds)["train"] for ds in ("twitter2015", "mnre"))
+    assert (tw["epochs"], tw["max_length"], mnre["epochs"], mnre["max_length"]) == (2, 48, 2, 64)
+    assert b.seeds == 1 and b.work == tmp_path / "out" / "runs"
+    # the time guard: a run expected to pass the budget is not started
+    b.budget_s, b.records = 100.0, [{"dataset": "mnre", "variant": "cotpd", "group": "main", "seconds": 80.0}]
+    assert b.estimate(bench.RunSpec("mnre", "cotpd", 13, "fraction", "50%", fraction=0.5)) == 40.0
+    assert b.estimate(bench.RunSpec("mnre", "baseline", 13)) == 0.0

@@ -29,9 +29,8 @@ SECRET_MARKERS = ("key", "token", "secret", "password")
 MAX_PARAM_LEN = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH in 3.17
 MAX_KEY_LEN = 250
 EPOCH_PREFIX = "epoch/"
-# headline metrics with the same name for every variant, so the UI compares runs side by side
-HEADLINE = ("test_f1", "test_precision", "test_recall", "dev_f1", "train_tokens_per_s",
-            "test_sentences_per_s", "time_train_s", "best_epoch")
+# final metrics have the same names for every variant and task (test_f1, test_precision, test_recall,
+# dev_f1, train_tokens_per_s, test_f1_<type>, ...) so the MLflow UI compares runs side by side
 
 
 def tracking_uri(root: Path, uri: str) -> str:
@@ -190,7 +189,8 @@ class TrainingRun:
         final.update(numeric(r.get("throughput") or {}))
         timings = r.get("timings") or {}
         final.update(numeric({k: v for k, v in timings.items() if k != "corpus"}, "time_"))
-        final.update(numeric(timings.get("corpus") or {}, "data_"))
+        # corpus counts (train/augmented/with knowledge): TrainResult.data, or older timings["corpus"]
+        final.update(numeric(getattr(result, "data", None) or timings.get("corpus") or {}, "data_"))
         if test.get("n") and timings.get("test_s"):
             # test sentences per second, checkpoint reload included (cotpd bench times inference alone)
             final["test_sentences_per_s"] = float(test["n"]) / float(timings["test_s"])

@@ -92,8 +92,11 @@ def make_optimizer(model: Student, tp: dict, total_steps: int):
 def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, task: str, labels: list[str],
           variant: str, tparams: dict, model_dir: str | Path, test_samples: Sequence[Sample] | None = None,
           seed: int = 13, eval_view: str = "prompt", on_epoch_end: Callable[[int, dict], None] | None = None,
-          progress: bool | None = None, save_params: dict | None = None) -> TrainResult:
-    """Train one variant; keep the best dev-F1 checkpoint in `model_dir`; score it on test if given."""
+          progress: bool | None = None, save_params: dict | None = None, test_knowledge_view: bool = False) -> TrainResult:
+    """Train one variant; keep the best dev-F1 checkpoint in `model_dir`; score it on test if given.
+
+    Dev selection and test use `eval_view` (prompt: text only, as deployed). With
+    `test_knowledge_view` a cotpd student's knowledge view is also scored (test["knowledge_view"])."""
     tp, t_start = tparams, time.perf_counter()
     if tp.get("num_threads"):
         torch.set_num_threads(int(tp["num_threads"]))
@@ -173,7 +176,10 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
     test = None
     if rank == 0 and test_samples is not None:
         t_te = time.perf_counter()
-        test = evaluate(load_student(model_dir, device), test_samples, eval_view, bf16=bf16)
+        best = load_student(model_dir, device)
+        test = evaluate(best, test_samples, eval_view, bf16=bf16)
+        if test_knowledge_view and best.variant == "cotpd":
+            test["knowledge_view"] = evaluate(best, test_samples, "knowledge", bf16=bf16)
         timings["test_s"] = time.perf_counter() - t_te
     if world > 1:
         torch.distributed.barrier()
@@ -197,8 +203,8 @@ def train_and_evaluate(dataset: str, variant: str, params: dict, root: str | Pat
     model_dir = Path(model_dir) if model_dir else Layout(root, dataset).model_dir(variant)
     result = train(corpus.train, corpus.valid, task=corpus.task, labels=corpus.labels, variant=variant, tparams=tp,
                    model_dir=model_dir, test_samples=corpus.test if evaluate_test else None, seed=seed,
-                   eval_view=corpus.dparams.get("eval", {}).get("view", "prompt"), on_epoch_end=on_epoch_end,
-                   progress=progress, save_params={"dataset": dataset, "seed": seed, "train": tp})
+                   on_epoch_end=on_epoch_end, progress=progress, save_params={"dataset": dataset, "seed": seed, "train": tp},
+                   test_knowledge_view=(corpus.dparams.get("eval") or {}).get("view") == "knowledge")
     result.data = dict(corpus.stats)
     return result
 

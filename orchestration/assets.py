@@ -24,6 +24,9 @@ from .resources import CaptionerResource, LLMResource, MLflowResource, ProjectRe
 
 GROUP = "cotpd"
 LLM_POOL = "llm"  # one concurrency pool for every step that calls the LLM (limit: dagster.yaml)
+# trainings share a pool too: on one machine two at once fight over the cores / the GPU, and two
+# processes creating the MLflow sqlite store at the same moment race on its schema migration
+TRAIN_POOL = "train"
 LLM_STAGES = ("captions", "knowledge", "augment")
 # Where a cluster executor puts each step (ignored by the local executors): LLM steps on the Celery
 # queue "llm", training on "gpu" and, under the k8s executor, in pods that ask for one GPU.
@@ -169,7 +172,7 @@ def _model_result(context: AssetExecutionContext, project: ProjectResource, summ
     return _result(summary, extra, (lay.model_dir(variant), lay.metrics(variant)))
 
 
-@asset(**_COMMON, deps=upstream("train"), code_version=code_version("train"), op_tags=GPU_TAGS)
+@asset(**_COMMON, deps=upstream("train"), code_version=code_version("train"), pool=TRAIN_POOL, op_tags=GPU_TAGS)
 def baseline_model(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
                    captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
     """The student trained on the text alone (the paper's baseline row), tracked as an MLflow run."""
@@ -177,7 +180,7 @@ def baseline_model(context: AssetExecutionContext, project: ProjectResource, llm
     return _model_result(context, project, summary, "baseline")
 
 
-@asset(**_COMMON, deps=upstream("train"), code_version=code_version("train"), op_tags=GPU_TAGS)
+@asset(**_COMMON, deps=upstream("train"), code_version=code_version("train"), pool=TRAIN_POOL, op_tags=GPU_TAGS)
 def distilled_model(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
                     captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
     """The CoTPD student: knowledge view distilled into the text-only prompt view, tracked in MLflow."""

@@ -96,7 +96,8 @@ def test_definitions_load_with_every_asset_partitioned_by_dataset():
     # the LLM steps share one concurrency pool; training/evaluation do not
     assert graph.get(AssetKey("cot_knowledge")).pools == {"llm"}
     assert graph.get(AssetKey("augmented_dataset")).pools == {"llm"}
-    assert not graph.get(AssetKey("distilled_model")).pools
+    assert graph.get(AssetKey("distilled_model")).pools == graph.get(AssetKey("baseline_model")).pools == {"train"}
+    assert not graph.get(AssetKey("metrics")).pools
     check = {c.key.name: c for c in (spec for cd in CHECKS for spec in cd.check_specs)}
     assert check["augmented_dataset_expectations"].blocking
 

@@ -122,19 +122,29 @@ class Student(nn.Module):
                 "knowledge_max_length": self.knowledge_max_length}
 
     def save(self, path: str | Path, params: dict | None = None, extra: dict | None = None) -> Path:
-        """save_pretrained-style folder: encoder/ (weights + tokenizer), heads.pt, config.json."""
-        from ..io import atomic_write
+        """save_pretrained-style folder: encoder/ (weights + tokenizer), heads.pt, config.json.
+
+        Written into a sibling temporary folder that then replaces `path`, so a crash mid-save never
+        leaves a new encoder beside an old head (or a folder a reader would take as complete)."""
+        import shutil
 
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.saving")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         with quiet_transformers():
-            self.encoder.save_pretrained(path / "encoder")
-            self.tokenizer.save_pretrained(path / "encoder")
+            self.encoder.save_pretrained(tmp / "encoder")
+            self.tokenizer.save_pretrained(tmp / "encoder")
         state = {k: v.detach().cpu() for k, v in self.state_dict().items() if not k.startswith("encoder.")}
-        with atomic_write(path / "heads.pt", "wb") as fh:
-            torch.save(state, fh)
-        with atomic_write(path / "config.json") as fh:
-            json.dump({**self.config(), "params": params or {}, **(extra or {})}, fh, indent=2, sort_keys=True, default=str)
+        torch.save(state, tmp / "heads.pt")
+        cfg = {**self.config(), "params": params or {}, **(extra or {})}
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str), encoding="utf-8")
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
         return path
 
 

@@ -36,6 +36,10 @@ def run(dataset: str, root: Path, params: dict, variants: list[str] | None = Non
     variants = variants or dp["train"]["variants"]
     eval_view = (dp.get("eval") or {}).get("view", "prompt")
     device = resolve_device(dp["train"].get("device", "auto"))
+    if dp["train"].get("num_threads"):
+        import torch
+
+        torch.set_num_threads(int(dp["train"]["num_threads"]))
     bf16 = bool(dp["train"].get("bf16", True))
     test = load_split(dataset, root, params, "test")
     summary, missing, per_variant = {}, [], {}

@@ -110,6 +110,14 @@ class Layout:
         to exactly one stage."""
         return self.root / "ledger" / self.dataset / f"{stage}.jsonl"
 
+    def ensure_ledger(self, stage: str) -> Path:
+        """The stage's ledger, created empty when absent: dvc.yaml declares it as the stage's output
+        even for a run that asks the LLM nothing (precomputed knowledge, augmentation switched off)."""
+        path = self.ledger_for(stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+        return path
+
     def model_dir(self, variant: str) -> Path:
         return self.base / "models" / variant
 

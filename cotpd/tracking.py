@@ -241,6 +241,8 @@ def run_tags(root: Path, dataset: str, variant: str, seed: Any, extra: dict | No
              data_root: Path | None = None) -> dict[str, str]:
     tags = {"git_commit": git_commit(root), "dataset": dataset, "variant": variant, "seed": str(seed),
             "orchestrator": "cli"}
+    if os.environ.get("DVC_STAGE"):  # `dvc repro` names the stage it runs (dvc/stage/run.py)
+        tags.update(orchestrator="dvc", dvc_stage=os.environ["DVC_STAGE"])
     tags.update(data_hashes(data_root or root, dataset))
     for k, v in (extra or {}).items():
         if v is not None and not is_secret(str(k)):

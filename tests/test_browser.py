@@ -19,8 +19,9 @@ import pytest
 from orchestration_helpers import REPO_ROOT, VENV_BIN, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not found (Debian: apt-get install -y chromium; "
-                                                          "`make install` does it)")
+pytestmark = [pytest.mark.slow,  # two web servers start (about a minute each on 2 busy cores)
+              pytest.mark.skipif(CHROMIUM is None, reason="chromium not found (Debian: apt-get install -y "
+                                                          "chromium; `make install` does it)")]
 ASSETS = ["raw_dataset", "image_captions", "cot_knowledge", "augmented_dataset", "baseline_model",
           "distilled_model", "metrics"]
 

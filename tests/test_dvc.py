@@ -13,6 +13,8 @@ import yaml
 
 from orchestration_helpers import VENV_BIN, scratch_project, small_params
 
+pytestmark = pytest.mark.slow  # runs the real sample pipeline (about a minute or two)
+
 
 def dvc(root, *args, check=True, env_extra=None):
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1",

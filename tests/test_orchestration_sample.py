@@ -21,6 +21,8 @@ from orchestration_helpers import scratch_project, small_params
 ASSETS = {"raw_dataset", "image_captions", "cot_knowledge", "augmented_dataset", "baseline_model",
           "distilled_model", "metrics"}
 
+pytestmark = pytest.mark.slow  # runs the real sample pipeline (about a minute or two)
+
 
 @pytest.mark.timeout(900)
 def test_materialize_every_asset_of_the_sample_partition(tmp_path, monkeypatch):

@@ -63,7 +63,8 @@ def run(dataset: str, root: Path, params: dict, llm=None, prompt_dir=None, **res
         log.warning("%s missing: every training sample counts as text-only for image augmentation",
                     layout.captions)
 
-    runner = llm if llm is not None else _LazyRunner(dparams, layout.ledger_for("augment"))
+    ledger = layout.ensure_ledger("augment")
+    runner = llm if llm is not None else _LazyRunner(dparams, ledger)
     ctx = Context(llm=runner, llm_cfg=dparams["llm"], dataset=dataset, prompt_dir=prompt_dir)
     result = augment_train(train, captions, cfg, ctx)
     write_records(layout.augmented, result.samples)

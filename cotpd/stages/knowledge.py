@@ -103,6 +103,7 @@ def run(dataset: str, root: Path, params: dict, llm=None, prompt_dir=None, **res
     root = Path(root)
     dparams = dataset_params(params, dataset)
     layout = Layout(root, dataset)
+    ledger = layout.ensure_ledger("knowledge")
     cot = dparams["cot"]
     source = cot.get("source", "llm")
     if source not in SOURCES:
@@ -128,7 +129,7 @@ def run(dataset: str, root: Path, params: dict, llm=None, prompt_dir=None, **res
             if own:
                 from ..llm import build_runner
 
-                llm = build_runner(dparams, layout.ledger_for("knowledge"))
+                llm = build_runner(dparams, ledger)
             try:
                 responses = llm.run(requests, "knowledge")
             finally:

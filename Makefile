@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch on 2 cores is 3-5x slower when threads fight over the other core
 export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
-# the project's Dagster instance (.dagster_home/dagster.yaml; its run storage is ignored by git)
+# the project's Dagster instance: dagster.yaml, linked from .dagster_home/ (its run storage, ignored by git)
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: install run test clean

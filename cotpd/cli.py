@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", required=True, help="dataset key in params.yaml")
         if name == "train":
             p.add_argument("--variant", default="cotpd", choices=["baseline", "knowledge", "cotpd"])
+        if name == "evaluate":
+            p.add_argument("--trained-on", metavar="DATASET", default=None,
+                           help="cross-dataset: score the students trained on DATASET on this dataset's "
+                                "test split (entity types mapped through this dataset's type_map)")
         _common(p)
     for name, (_, help_) in EXTERNAL.items():
         sub.add_parser(name, help=help_, add_help=False)
@@ -89,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = run_all(datasets, root, params, stages=args.stages)
         else:
             kw = {"variant": args.variant} if args.command == "train" else {}
+            if args.command == "evaluate" and args.trained_on:
+                kw["cross_from"] = args.trained_on
             summary = run_stage(args.command, args.dataset, root, params, **kw)
     except CotpdError as exc:
         print(f"cotpd: error: {exc}", file=sys.stderr)

@@ -9,8 +9,8 @@ import pytest
 from cotpd.params import load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# CI clones the repo with shared/ beside it; on the dev machine the data is also at /work/shared/data
-REAL_DATA_CANDIDATES = (REPO_ROOT.parent / "shared" / "data", Path("/work/shared/data"))
+# CI clones the repo with shared/ beside it, as on the dev machine (params.yaml says ../shared/data)
+REAL_DATA_CANDIDATES = (REPO_ROOT.parent / "shared" / "data",)
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,7 @@ def base_env(**extra) -> dict:
 def test_dagster_ui_shows_the_asset_graph(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO_ROOT / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     port = free_port()
     cmd = [str(VENV_BIN / "dagster-webserver"), "-m", "orchestration.definitions", "-h", "127.0.0.1", "-p", str(port)]
     with server(cmd, f"http://127.0.0.1:{port}/server_info", base_env(DAGSTER_HOME=str(home)), tmp_path / "dagster.log"):

@@ -88,7 +88,7 @@ def test_multiprocess_executor_runs_steps_in_their_own_processes(tmp_path, monke
         "cotpd_pipeline")
     home = tmp_path / "dagster_home"  # the project's instance config in a scratch DAGSTER_HOME
     home.mkdir()
-    shutil.copy(root / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(root / "dagster.yaml", home / "dagster.yaml")
     with DagsterInstance.from_config(str(home)) as instance:
         with execute_job(recon, instance=instance, tags={"dagster/partition": "sample"},
                          asset_selection=[AssetKey("raw_dataset"), AssetKey("image_captions")]) as result:

@@ -194,7 +194,7 @@ def test_real_twitter2015_valid_nbsp_word_gets_a_prediction(tiny):
     root = find_root(Path(__file__).parent)
     data_dir = root / "../shared/data/twitter2015"
     if not (data_dir / "valid.txt").exists():
-        pytest.skip(f"real data absent: {data_dir.resolve()} (see /work/shared/data/README.md)")
+        pytest.skip(f"real data absent: {data_dir.resolve()} (see ../shared/data/README.md)")
     dp = dataset_params(load_params(root), "twitter2015")
     valid, _ = readers.read_split(dp, root, "valid")
     odd = [s for s in valid if "\u00a0" in s.tokens]

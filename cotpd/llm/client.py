@@ -59,14 +59,24 @@ def resolve_api_key(base_url: str | None) -> str:
     raise ConfigError("OPENAI_API_KEY is not set (needed for llm.backend: openai without llm.base_url)")
 
 
+def _run(coro):
+    """asyncio.run on uvloop where it exists: the client's per-request CPU is what limits a 32-wide
+    stage on a small machine, and uvloop's event loop takes a good part of it off."""
+    try:
+        import uvloop
+    except ImportError:  # Windows, or a slim install: the standard loop works, only slower
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def run_sync(coro_factory: Callable[[], object]):
     """Run a coroutine from sync code, also when the caller already runs an event loop (Jupyter)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro_factory())
+        return _run(coro_factory())
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(coro_factory())).result()
+        return pool.submit(lambda: _run(coro_factory())).result()
 
 
 def parse_retry_after(headers) -> float | None:

@@ -6,7 +6,6 @@ against a bare PyTorch loop. `cotpd bench` (cotpd.bench) builds its grid on thes
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -42,17 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     from .cli import parse_set
     from .model.corpus import load_corpus
     from .params import deep_merge, find_root, load_params
-    from .train import train_and_evaluate
+    from .train import train_and_evaluate, training_parser
 
-    p = argparse.ArgumentParser(prog="python -m cotpd.bench_student", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--variant", default="cotpd", choices=["baseline", "knowledge", "cotpd"])
-    p.add_argument("--root", type=Path, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p = training_parser("python -m cotpd.bench_student", __doc__)
     p.add_argument("--throughput", type=int, metavar="N", default=0,
                    help="only compare loop throughput on the first N training samples")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     root = (args.root or find_root()).resolve()
     params = deep_merge(load_params(root), parse_set(args.set))

@@ -234,20 +234,25 @@ def bare_loop_throughput(model: Student, samples: Sequence[Sample], batch_size: 
     return tokens / max(1e-9, time.perf_counter() - t0)
 
 
+def training_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The arguments every training command line shares (this module's and cotpd.bench_student's)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variant", default="cotpd", choices=["baseline", "knowledge", "cotpd"])
+    p.add_argument("--root", type=Path, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m cotpd.train` (and torchrun): train one variant of one prepared dataset."""
     from .cli import parse_set
     from .params import deep_merge, find_root, load_params
 
-    p = argparse.ArgumentParser(prog="python -m cotpd.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--variant", default="cotpd", choices=["baseline", "knowledge", "cotpd"])
-    p.add_argument("--root", type=Path, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p = training_parser("python -m cotpd.train", __doc__)
     p.add_argument("--model-dir", type=Path, default=None)
     p.add_argument("--no-test", action="store_true", help="skip the test-set evaluation")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = (args.root or find_root()).resolve()

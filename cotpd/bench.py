@@ -27,11 +27,11 @@ from pathlib import Path
 from .errors import CotpdError
 from .io import read_jsonl
 from .params import Layout, dataset_params, find_root, load_params
+from .pipeline import VARIANTS
 
 log = logging.getLogger("cotpd.bench")
 STAGE_OUTPUT = {"prepare": lambda lay: lay.raw("test"), "captions": lambda lay: lay.captions,
                 "knowledge": lambda lay: lay.knowledge, "augment": lambda lay: lay.augmented}
-VARIANTS = ("baseline", "knowledge", "cotpd")
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
 # what each mode changes in params.yaml's train section (per dataset where it differs); the report

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .io import atomic_write, write_json
+from .pipeline import VARIANTS
 
 log = logging.getLogger("cotpd.bench")
 
@@ -208,7 +209,7 @@ def write(b, argv: list[str]) -> Path:
           "| Dataset | Model | Inference input | Test F1 | Precision | Recall | Dev F1 | Seeds | Train tokens/s |",
           "|---|---|---|---|---|---|---|---|---|"]
     for ds in b.datasets:
-        for v in ("baseline", "knowledge", "cotpd"):
+        for v in VARIANTS:
             rs = _rows(recs, dataset=ds, variant=v, group="main")
             if rs:
                 tok = statistics.fmean(r["train_tokens_per_s"] for r in rs)
@@ -272,7 +273,7 @@ def _per_type(b, recs, out: Path, plots) -> list[str]:
     L = []
     for ds in b.datasets:
         series = {}
-        for v in ("baseline", "knowledge", "cotpd"):
+        for v in VARIANTS:
             rs = _rows(recs, dataset=ds, variant=v, group="main")
             types = sorted({t for r in rs for t in r["per_type"]})
             if rs and types:

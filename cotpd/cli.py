@@ -12,7 +12,7 @@ import yaml
 
 from .errors import CotpdError
 from .params import deep_merge, find_root, load_params
-from .pipeline import STAGES, run_all, run_stage
+from .pipeline import STAGES, VARIANTS, run_all, run_stage
 
 STAGE_HELP = {
     "prepare": "read the raw dataset and write normalized JSONL",
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=STAGE_HELP[name])
         p.add_argument("--dataset", required=True, help="dataset key in params.yaml")
         if name == "train":
-            p.add_argument("--variant", default="cotpd", choices=["baseline", "knowledge", "cotpd"])
+            p.add_argument("--variant", default="cotpd", choices=VARIANTS)
         if name == "evaluate":
             p.add_argument("--trained-on", metavar="DATASET", default=None,
                            help="cross-dataset: score the students trained on DATASET on this dataset's "

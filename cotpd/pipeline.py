@@ -25,6 +25,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "evaluate": ("cotpd.stages.evaluate", "metrics"),
 }
 
+# the student variants, one code path (cotpd.model.student): text-only baseline, knowledge view
+# only, and CoTPD (both views + KL, deployed on the text-only prompt view)
+VARIANTS = ("baseline", "knowledge", "cotpd")
+
 # upstream stages of each stage (the lineage both orchestrators must reproduce)
 DEPENDS: dict[str, list[str]] = {
     "prepare": [],

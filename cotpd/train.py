@@ -27,6 +27,7 @@ from .model.data import bucket_batches, collate
 from .metrics import evaluate
 from .model.infer import autocast, featurizer_for, to_device
 from .model.student import Student, build_student, load_student
+from .pipeline import VARIANTS
 from .records import Sample
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def training_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     """The arguments every training command line shares (this module's and cotpd.bench_student's)."""
     p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--variant", default="cotpd", choices=["baseline", "knowledge", "cotpd"])
+    p.add_argument("--variant", default="cotpd", choices=VARIANTS)
     p.add_argument("--root", type=Path, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..pipeline import VARIANTS
 from .encoder import load_encoder, quiet_transformers
 from .heads import TaskHead
 from .prompt_generator import PromptGenerator
 
-VARIANTS = ("baseline", "knowledge", "cotpd")
 FORMAT = "cotpd-student/1"
 
 

@@ -11,6 +11,11 @@ grains; no augmentation and each augmentation type left out when augmented.jsonl
 Every training is an MLflow run in the project's store. Upstream stages run in a work folder
 (<out>/runs, git-ignored) and only where their output is missing. Writes <out>/README.md (mean ±
 std beside the literature), <out>/results.json and PNG plots.
+
+A finished training is saved as <out>/runs/done/<key>.json with a hash of everything that decides
+its result (resolved params, seed, fraction, grains); a later `cotpd bench` with the same --out
+reuses it instead of training again, so a grid too long for one sitting (the full grid on a CPU)
+is built over several, and --variants/--groups choose what trains this time. --fresh retrains.
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ from pathlib import Path
 
 from .errors import CotpdError
 from .io import read_jsonl
-from .params import Layout, dataset_params, find_root, load_params
+from .io import read_json, write_json
+from .params import Layout, dataset_params, find_root, load_params, params_hash
 from .pipeline import VARIANTS
 
 log = logging.getLogger("cotpd.bench")
@@ -48,7 +54,7 @@ MODES = {
               "train_by_dataset": {"mnre": {"max_length": 64}},
               "base_fraction": {"twitter2015": 0.25, "mnre": 0.1}, "fraction_datasets": ["twitter2015"],
               "speed": {"bare_steps": 10, "infer_n": 500,
-                        "llm": {"calls": 500, "concurrency": 32, "latency": 0.05, "seq_calls": 10, "replay_n": 5000},
+                        "llm": {"calls": 1000, "concurrency": 32, "latency": 0.2, "seq_calls": 30, "replay_n": 20000},
                         "dvc": True}},
     "full": {"datasets": ["twitter2015", "mnre"], "seeds": 3, "fractions": FRACTIONS, "budget_min": None,
              "train": {}, "fraction_datasets": ["twitter2015", "mnre"],
@@ -78,18 +84,26 @@ class RunSpec:
 class Bench:
     def __init__(self, root: Path, out: Path, mode: str, seeds: int | None = None, datasets: list[str] | None = None,
                  data: Path | None = None, budget_min: float | None = None, log_models: bool = False,
-                 speed: bool = True, rebuild: bool = False):
+                 speed: bool = True, rebuild: bool = False, variants: list[str] | None = None,
+                 groups: list[str] | None = None, fresh: bool = False, report_only: bool = False):
         self.root, self.out, self.mode = root, out, mode
         self.cfg = copy.deepcopy(MODES[mode])
         self.seeds = seeds or self.cfg["seeds"]
         self.datasets = datasets or self.cfg["datasets"]
         self.budget_s = 60 * (budget_min if budget_min is not None else (self.cfg["budget_min"] or 1e9))
         self.log_models, self.speed_on, self.rebuild = log_models, speed, rebuild
+        self.variants, self.groups, self.fresh, self.report_only = variants, groups, fresh, report_only
         self.work = out / "runs"
+        self.done_dir = self.work / "done"
+        from .bench_report import commit_label
+
+        self.commit = commit_label(root)
         self.params = self._params(data)
         self.t0 = time.perf_counter()
         self.records: list[dict] = []
         self.skipped: list[str] = []
+        self.reused: list[str] = []
+        self.not_selected: list[str] = []
         self.notes: list[str] = []
         self.speed: dict | None = None
         self.wall_s = 0.0
@@ -188,16 +202,39 @@ class Bench:
         write_jsonl(dst.knowledge, [r for r in read_jsonl(src.knowledge) if r.get("grain") in spec.knowledge_grains])
         return alt
 
-    def run_one(self, spec: RunSpec) -> dict:
-        from .tracking import training_run
-        from .train import train_and_evaluate
-
+    def spec_params(self, spec: RunSpec) -> tuple[dict, dict, str]:
+        """(params, resolved dataset params, config hash) of one training. The hash covers what
+        decides its result, not where its files or MLflow runs go, so a resumed grid reuses it."""
         params = copy.deepcopy(self.params)
         over = params["datasets"][spec.dataset]["overrides"]["train"]
         base_frac = float((self.cfg.get("base_fraction") or {}).get(spec.dataset, 1.0))
         over.update(spec.train, data_fraction=round(base_frac * spec.fraction, 6))
         params["seed"] = spec.seed
         dp = dataset_params(params, spec.dataset)
+        decisive = {k: v for k, v in dp.items() if k not in ("tracking", "pipeline", "llm", "captions", "augment")}
+        return params, dp, params_hash({"params": decisive, "grains": spec.knowledge_grains, "key": spec.key})
+
+    def done_record(self, spec: RunSpec) -> dict | None:
+        """The saved result of an earlier invocation for exactly this configuration, if any."""
+        path = self.done_dir / f"{spec.key}.json"
+        if self.fresh or not path.exists():
+            return None
+        rec = read_json(path)
+        if rec.get("config_hash") != self.spec_params(spec)[2]:
+            log.info("%s: saved result is for other params, training again", spec.key)
+            return None
+        return rec
+
+    def selected(self, spec: RunSpec) -> bool:
+        return not self.report_only and (not self.variants or spec.variant in self.variants) \
+            and (not self.groups or spec.group in self.groups)
+
+    def run_one(self, spec: RunSpec) -> dict:
+        from .tracking import training_run
+        from .train import train_and_evaluate
+
+        params, dp, chash = self.spec_params(spec)
+        over = params["datasets"][spec.dataset]["overrides"]["train"]
         data_root = self.data_root_for(spec)
         model_dir = self.work / "models" / spec.key
         tags = {"bench": self.mode, "bench_group": spec.group, "bench_label": spec.label or None}
@@ -221,7 +258,8 @@ class Bench:
                 "view": test.get("view"), "train_tokens_per_s": res.train_tokens_per_s, "n_train": res.n_train,
                 "best_epoch": res.best_epoch, "seconds": round(time.perf_counter() - t0, 1),
                 "model_dir": str(model_dir) if model_dir.exists() else None,
-                "mlflow_run_id": tr.run_id, "mlflow_url": tr.url}
+                "mlflow_run_id": tr.run_id, "mlflow_url": tr.url, "config_hash": chash,
+                "git_commit": self.commit}
 
     def estimate(self, spec: RunSpec) -> float:
         """Expected seconds of a training from the main-grid runs of the same dataset and variant
@@ -241,12 +279,22 @@ class Bench:
             if not speed_done and spec.group != "main" and self.speed_on:
                 self.speed = bench_report.speed(self, self.cfg["speed"])  # after the main grid
                 speed_done = True
+            done = self.done_record(spec)
+            if done is not None:
+                self.records.append(done)
+                self.reused.append(spec.key)
+                continue
+            if not self.selected(spec):
+                self.not_selected.append(spec.key)
+                continue
             elapsed = time.perf_counter() - self.t0
             if elapsed + self.estimate(spec) > self.budget_s:
                 self.skipped.append(f"{spec.key} (would pass the time budget of {self.budget_s / 60:.0f} min)")
                 continue
             log.info("[%d/%d] %s (%.0f s elapsed)", i + 1, len(specs), spec.key, elapsed)
-            self.records.append(self.run_one(spec))
+            rec = self.run_one(spec)
+            write_json(self.done_dir / f"{spec.key}.json", rec)  # atomic: a killed run leaves no half record
+            self.records.append(rec)
         if not speed_done and self.speed_on:
             self.speed = bench_report.speed(self, self.cfg["speed"])
         self.wall_s = time.perf_counter() - self.t0
@@ -269,6 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-models", action="store_true", help="also log every student as an MLflow model")
     p.add_argument("--no-speed", dest="speed", action="store_false", help="skip the speed section")
     p.add_argument("--rebuild", action="store_true", help="rerun upstream stages even where outputs exist")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
+                   help="train only these variants now (saved results of others are still reported)")
+    p.add_argument("--groups", nargs="+", choices=("main", "fraction", "ablation"), default=None,
+                   help="train only these parts of the grid now")
+    p.add_argument("--fresh", action="store_true", help="retrain even where <out>/runs/done holds a result")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report from the saved results (e.g. of parallel invocations)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -276,12 +331,13 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out if args.out.is_absolute() else (Path.cwd() / args.out)
         bench = Bench(root, out.resolve(), args.mode or "quick", args.seeds, args.datasets,
                       args.data.resolve() if args.data else None, args.budget_min, args.log_models, args.speed,
-                      args.rebuild)
+                      args.rebuild, args.variants, args.groups, args.fresh, args.report_only)
         report = bench.run(argv)
     except CotpdError as exc:
         print(f"cotpd bench: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"report": str(report), "trainings": len(bench.records), "skipped": len(bench.skipped),
+    print(json.dumps({"report": str(report), "trainings": len(bench.records), "reused": len(bench.reused),
+                      "not_selected": len(bench.not_selected), "skipped": len(bench.skipped),
                       "wall_s": round(bench.wall_s, 1)}, indent=2))
     return 0
 

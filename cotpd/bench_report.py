@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from .io import atomic_write, write_json
@@ -84,7 +85,7 @@ def _inference_speed(bench, cfg: dict) -> dict:
 
     res = {}
     for rec in bench.records:
-        if rec["group"] != "main" or rec["variant"] == "knowledge" or not rec.get("model_dir"):
+        if rec["group"] != "main" or rec["variant"] == "knowledge" or not Path(rec.get("model_dir") or "").is_dir():
             continue
         test = load_split(rec["dataset"], bench.work, bench.params, "test")[: int(cfg["infer_n"])]
         for s in test:  # text only: what a deployed model receives
@@ -181,23 +182,35 @@ def _mode_line(b) -> str:
     return "; ".join(parts)
 
 
+def commit_label(root: Path) -> str:
+    """HEAD, marked when tracked files differ from it (a number from uncommitted code says so)."""
+    from .tracking import git_commit
+
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return git_commit(root) + (" (with uncommitted changes)" if dirty else "")
+
+
 def write(b, argv: list[str]) -> Path:
     from . import plots
-    from .tracking import git_commit
 
     out = b.out
     out.mkdir(parents=True, exist_ok=True)
     recs, hw = b.records, hardware()
-    dirty = subprocess.run(["git", "-C", str(b.root), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, check=False).stdout.strip()
-    commit = git_commit(b.root) + (" (with uncommitted changes)" if dirty else "")
+    commit = commit_label(b.root)
     command = "cotpd bench " + " ".join(argv)
+    by_commit = Counter(r.get("git_commit") or "unknown" for r in recs)
+    reused = len(getattr(b, "reused", []))
+    train_min = sum(r.get("seconds") or 0 for r in recs) / 60
     L = [f"# cotpd benchmark results ({b.mode} mode)", ""]
     if b.mode != "full":
         L += [f"**{b.mode.upper()} MODE — reduced grid, not comparable to full-data numbers:** {_mode_line(b)}.", ""]
     L += [f"- command: `{command}`", f"- git commit: `{commit}`",
           f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-          f"- wall time: {b.wall_s / 60:.1f} min ({len(recs)} trainings, {len(b.skipped)} skipped)",
+          f"- wall time: {b.wall_s / 60:.1f} min this invocation ({len(recs) - reused} trainings, "
+          f"{reused} reused from earlier invocations, {len(b.skipped)} skipped); "
+          f"{train_min:.1f} min of training behind the reported runs",
+          "- trainings by commit: " + ", ".join(f"`{c[:12]}` ({n})" for c, n in by_commit.most_common()),
           f"- hardware: {hw['cpu']}, {hw['usable_cores']} usable of {hw['cores']} cores, device {hw['device']}, "
           f"torch {hw['torch']} ({hw['torch_threads']} threads, OMP_NUM_THREADS={hw['OMP_NUM_THREADS']}), "
           f"Python {hw['python']}",
@@ -225,12 +238,17 @@ def write(b, argv: list[str]) -> Path:
         L += [f"| {ds} | {name} (shared/data/README.md) | {f1:.1f} |" for name, f1 in LOCAL_REFERENCE.get(ds, [])]
     L += _fractions(b, recs, out, plots) + _ablations(b, recs) + _per_type(b, recs, out, plots)
     L += _speed_lines(getattr(b, "speed", None))
-    if b.notes or b.skipped:
+    not_selected = getattr(b, "not_selected", [])
+    if b.notes or b.skipped or not_selected:
         L += ["", "## Notes and skipped runs", ""] + [f"- {n}" for n in b.notes] + [f"- skipped: {s}" for s in b.skipped]
+        if not_selected:
+            L.append(f"- not run yet (outside --variants/--groups, no saved result): {len(not_selected)} trainings: "
+                     + ", ".join(not_selected))
     with atomic_write(out / "README.md") as fh:
         fh.write("\n".join(L) + "\n")
     write_json(out / "results.json", {"mode": b.mode, "command": command, "git_commit": commit, "hardware": hw,
                                       "wall_s": b.wall_s, "runs": recs, "skipped": b.skipped, "notes": b.notes,
+                                      "reused": getattr(b, "reused", []), "not_run": not_selected,
                                       "speed": getattr(b, "speed", None)})
     return out / "README.md"
 

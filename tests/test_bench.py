@@ -103,3 +103,39 @@ def test_quick_mode_params_and_data_path(tmp_path):
     b.budget_s, b.records = 100.0, [{"dataset": "mnre", "variant": "cotpd", "group": "main", "seconds": 80.0}]
     assert b.estimate(bench.RunSpec("mnre", "cotpd", 13, "fraction", "50%", fraction=0.5)) == 40.0
     assert b.estimate(bench.RunSpec("mnre", "baseline", 13)) == 0.0
+
+
+@pytest.mark.timeout(300)
+def test_resumed_grid_reuses_saved_results_and_retrains_on_new_params(project):
+    """A grid built over several invocations: --variants/--groups choose what trains, a saved result
+    of the same configuration is reused (same MLflow run, no training), changed params retrain."""
+    root, out = project
+    argv = ["--smoke", "--root", str(root), "--out", str(out), "--datasets", "sample", "--seeds", "1", "--no-speed",
+            "--groups", "main"]
+    assert bench.main(argv + ["--variants", "baseline"]) == 0
+    first = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert [(r["variant"], r["group"]) for r in first["runs"]] == [("baseline", "main")]
+    assert len(first["not_run"]) > 0 and "sample-main-cotpd-s13" in first["not_run"]
+    text = (out / "README.md").read_text(encoding="utf-8")
+    assert "| sample | baseline |" in text and "| sample | cotpd |" not in text and "not run yet" in text
+
+    assert bench.main(argv + ["--variants", "baseline", "cotpd"]) == 0
+    second = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    runs = {r["variant"]: r for r in second["runs"]}
+    assert set(runs) == {"baseline", "cotpd"} and second["reused"] == ["sample-main-baseline-s13"]
+    assert runs["baseline"]["mlflow_run_id"] == first["runs"][0]["mlflow_run_id"]  # not trained again
+    text = (out / "README.md").read_text(encoding="utf-8")
+    assert "| sample | cotpd |" in text and "1 reused from earlier invocations" in text
+    assert re.search(r"trainings by commit: `\w+", text)
+
+    # a saved result of other params is not reused; --fresh retrains even the same params
+    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    params["train"]["lr"] = 1e-4
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    assert bench.main(argv + ["--variants", "baseline"]) == 0
+    third = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert third["reused"] == [] and len(third["runs"]) == 1
+    assert third["runs"][0]["mlflow_run_id"] != first["runs"][0]["mlflow_run_id"]
+    assert bench.main(argv + ["--variants", "baseline", "--fresh"]) == 0
+    fourth = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert fourth["reused"] == [] and fourth["runs"][0]["mlflow_run_id"] != third["runs"][0]["mlflow_run_id"]

@@ -127,6 +127,10 @@ def test_resumed_grid_reuses_saved_results_and_retrains_on_new_params(project):
     text = (out / "README.md").read_text(encoding="utf-8")
     assert "| sample | cotpd |" in text and "1 reused from earlier invocations" in text
     assert re.search(r"trainings by commit: `\w+", text)
+    assert bench.main(argv + ["--report-only"]) == 0  # trains nothing, the table from what is saved
+    again = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert sorted(again["reused"]) == ["sample-main-baseline-s13", "sample-main-cotpd-s13"]
+    assert {r["mlflow_run_id"] for r in again["runs"]} == {r["mlflow_run_id"] for r in second["runs"]}
 
     # a saved result of other params is not reused; --fresh retrains even the same params
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))

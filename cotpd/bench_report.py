@@ -85,7 +85,9 @@ def _inference_speed(bench, cfg: dict) -> dict:
 
     res = {}
     for rec in bench.records:
-        if rec["group"] != "main" or rec["variant"] == "knowledge" or not Path(rec.get("model_dir") or "").is_dir():
+        # only seed-0 main runs keep their model (bench.run_one); Path("") would be the cwd, so test first
+        if rec["group"] != "main" or rec["variant"] == "knowledge" or not rec.get("model_dir") \
+                or not Path(rec["model_dir"]).is_dir():
             continue
         test = load_split(rec["dataset"], bench.work, bench.params, "test")[: int(cfg["infer_n"])]
         for s in test:  # text only: what a deployed model receives

@@ -7,6 +7,7 @@ against a bare PyTorch loop. `cotpd bench` (cotpd.bench) builds its grid on thes
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--throughput", type=int, metavar="N", default=0,
                    help="only compare loop throughput on the first N training samples")
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = (args.root or find_root()).resolve()
     params = deep_merge(load_params(root), parse_set(args.set))
     if args.throughput:

@@ -131,6 +131,25 @@ def test_kl_zero_when_views_agree_and_teacher_gradient_switch():
     assert distill_kl(s3, t3, torch.tensor([[True, False]]), 1.0).item() == pytest.approx(0.0, abs=1e-7)
 
 
+def test_kl_reduction_matches_the_per_sentence_task_loss():
+    """"sentence": per-word KL summed over a sentence's words, averaged over sentences (the scale of
+    the CRF NLL); "token": averaged over words. Padding never counts; RE rows are the same either way."""
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    per_word = torch.stack([distill_kl(s[i:i + 1, j:j + 1], t[i:i + 1, j:j + 1], None, 2.0, reduction="token")
+                            for i in range(2) for j in range(4)]).view(2, 4)
+    sent = distill_kl(s, t, mask, 2.0, reduction="sentence")
+    tok = distill_kl(s, t, mask, 2.0, reduction="token")
+    assert sent.item() == pytest.approx(((per_word * mask).sum() / 2).item(), rel=1e-5)
+    assert tok.item() == pytest.approx(((per_word * mask).sum() / 4).item(), rel=1e-5)
+    r_s, r_t = torch.randn(5, 3), torch.randn(5, 3)
+    assert distill_kl(r_s, r_t, None, 2.0, reduction="sentence").item() == \
+        pytest.approx(distill_kl(r_s, r_t, None, 2.0, reduction="token").item())
+    with pytest.raises(Exception, match="reduction"):
+        distill_kl(r_s, r_t, None, 2.0, reduction="batch")
+
+
 @pytest.mark.parametrize("task", ["ner", "re"])
 def test_variants_share_one_code_path(tiny, task):
     labels, samples = (NER_LABELS, [ner(0), ner(1)]) if task == "ner" else (RE_LABELS, [re_sample(0), re_sample(1)])
@@ -208,3 +227,61 @@ def test_collate_pads_dynamically(tiny):
     assert b["text"]["word_mask"].sum(1).tolist() == [5, 1]
     assert b["text"]["word_pos"].shape == b["know"]["word_pos"].shape  # aligned for the KL
     assert (b["text"]["input_ids"][1, b["text"]["attention_mask"][1] == 0] == st.tokenizer.pad_token_id).all()
+
+
+def test_word_shapes_and_uncased_detection(tiny):
+    from cotpd.model.data import SHAPES, lowercases, word_shape
+
+    shapes = {w: SHAPES[word_shape(w)] for w in ("paris", "Paris", "NFL", "iPhone", "I", "2015", ":", "@JayKen",
+                                                  "#NFL", "http://t.co/x", "@", "McDonald")}
+    assert shapes == {"paris": "lower", "Paris": "title", "NFL": "upper", "iPhone": "mixed", "I": "title",
+                      "2015": "noletter", ":": "noletter", "@JayKen": "handle", "#NFL": "hashtag",
+                      "http://t.co/x": "url", "@": "noletter", "McDonald": "mixed"}
+    st = build_student(tiny, "ner", NER_LABELS, "baseline", tparams(tiny))
+    assert lowercases(st.tokenizer)  # MiniLM's tokenizer (copied into the tiny encoder) is uncased
+    assert build_student(tiny, "ner", NER_LABELS, "baseline", tparams(tiny, case_features="auto")).case_features
+    with pytest.raises(Exception, match="case_features"):
+        build_student(tiny, "ner", NER_LABELS, "baseline", tparams(tiny, case_features="yes"))
+
+
+@pytest.mark.parametrize("task", ["ner", "re"])
+def test_case_features_follow_words_in_both_views(tiny, tmp_path, task):
+    """Every subword carries its own word's shape (text and context segments), specials carry 0; the
+    shape embedding starts at zero (the encoder is unchanged at step 0) and survives save/load."""
+    from cotpd.model.data import SHAPES
+
+    labels = NER_LABELS if task == "ner" else RE_LABELS
+    s = ner() if task == "ner" else re_sample()
+    s.caption, s.knowledge = "Obama in PARIS", {}
+    torch.manual_seed(0)
+    st = build_student(tiny, task, labels, "cotpd", tparams(tiny, case_features=True))
+    fz = Featurizer(st.tokenizer, task, labels, 32, 48, case_features=True)
+    words = fz.words(s)
+    for view in ("text", "know"):
+        f = fz.encode(s, view, words)
+        toks = st.tokenizer.convert_ids_to_tokens(f["input_ids"])
+        assert len(f["case_ids"]) == len(toks)
+        got = {t: SHAPES[c] for t, c in zip(toks, f["case_ids"])}
+        assert got["[CLS]"] == got["[SEP]"] == "special"
+        if task == "ner":
+            assert got["barack"] == "title" and got["visits"] == "lower" and got[st.tokenizer.unk_token] == "special"
+        else:
+            assert got["<e1>"] == "special" and got["alice"] == "title" and got["met"] == "lower"
+        if view == "know":
+            assert got["image"] == got["obama"] == "title" and toks[-2:] == ["paris", "[SEP]"]
+            assert SHAPES[f["case_ids"][-2]] == "upper"  # the caption's PARIS
+    batch = collate(fz.features([s], ["text", "know"]), ["text", "know"], 0)
+    assert batch["know"]["case_ids"].shape == batch["know"]["input_ids"].shape
+    st.eval()
+    plain = build_student(tiny, task, labels, "cotpd", tparams(tiny))
+    plain.load_state_dict({k: v for k, v in st.state_dict().items() if not k.startswith("case_embed.")})
+    plain.eval()
+    with torch.no_grad():
+        assert torch.allclose(st.logits(batch["know"]), plain.logits(batch["know"]), atol=1e-5)
+        st.case_embed.weight.normal_(0, 1.0)  # a trained shape embedding changes the outputs
+        assert not torch.allclose(st.logits(batch["know"]), plain.logits(batch["know"]), atol=1e-3)
+        st.head.linear.weight.normal_(0, 1.0)
+    st.save(tmp_path / "m")
+    back = load_student(tmp_path / "m")
+    assert back.case_features and back.config() == st.config()
+    assert predict(back, [s]) == predict(st, [s])

@@ -7,6 +7,11 @@ Views (paper Sec. 3.3):
   knowledge. Only the context is truncated (`truncation="only_second"`) so the text stays whole; a
   text longer than knowledge_max_length on its own is truncated and gets no context.
 
+Case: the default MiniLM is uncased, so the tokenizer throws capitalisation away, the strongest
+single cue for names. With case features on, every subword also carries its word's shape (lower,
+Title, UPPER, mIxed, no letters, @handle, #hashtag, URL), which the student embeds and adds to the
+input embeddings (cotpd.model.student); special tokens and padding get shape 0.
+
 NER labels live on words: each word's label sits on its first subword (HF token-classification
 style, via `word_ids()`); other subwords and special tokens carry none. A word WordPiece maps to no
 subword at all (the real Twitter-2015 valid split has a lone U+00A0) is replaced by the tokenizer's
@@ -26,6 +31,32 @@ from ..records import GRAINS, NerSample, ReSample, Sample
 from .encoder import MARKERS
 
 VIEWS = ("text", "know")
+# word shapes for the case features; 0 is special tokens and padding
+SHAPES = ("special", "lower", "title", "upper", "mixed", "noletter", "handle", "hashtag", "url")
+
+
+def word_shape(word: str) -> int:
+    """Index in SHAPES of a word's shape (what an uncased tokenizer loses)."""
+    if len(word) > 1 and word[0] in "@#":
+        return SHAPES.index("handle" if word[0] == "@" else "hashtag")
+    if word.lower().startswith(("http://", "https://", "www.")):
+        return SHAPES.index("url")
+    letters = [c for c in word if c.isalpha()]
+    if not letters:
+        return SHAPES.index("noletter")
+    if all(c.islower() for c in letters):
+        return SHAPES.index("lower")
+    if len(letters) > 1 and all(c.isupper() for c in letters):
+        return SHAPES.index("upper")
+    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
+        return SHAPES.index("title")
+    return SHAPES.index("mixed")
+
+
+def lowercases(tokenizer) -> bool:
+    """Whether the tokenizer maps "Paris" and "paris" to the same ids (uncased)."""
+    enc = tokenizer(["Paris Hilton", "paris hilton"], add_special_tokens=False)["input_ids"]
+    return enc[0] == enc[1]
 
 
 def ner_labels(entity_types: Sequence[str]) -> list[str]:
@@ -71,8 +102,9 @@ class Featurizer:
     """Turns samples into per-view token ids (plus label positions), ready for `collate`."""
 
     def __init__(self, tokenizer, task: str, labels: Sequence[str], max_length: int,
-                 knowledge_max_length: int, grains: Sequence[str] | None = None):
+                 knowledge_max_length: int, grains: Sequence[str] | None = None, case_features: bool = False):
         self.tok, self.task, self.labels = tokenizer, task, list(labels)
+        self.case_features = case_features
         self.label_id = {lab: i for i, lab in enumerate(self.labels)}
         self.max_length, self.kmax, self.grains = max_length, knowledge_max_length, grains
         self.pair_extra = tokenizer.num_special_tokens_to_add(pair=True) - tokenizer.num_special_tokens_to_add(pair=False)
@@ -103,6 +135,7 @@ class Featurizer:
 
     def encode(self, sample: Sample, view: str, words: list[str] | None = None) -> dict:
         words = words if words is not None else self.words(sample)
+        ctx: list[str] = []
         if view == "text":
             enc = self.tok(words, is_split_into_words=True, truncation=True, max_length=self.max_length)
         else:
@@ -116,6 +149,10 @@ class Featurizer:
         feat = {"input_ids": enc["input_ids"]}
         if "token_type_ids" in enc:
             feat["token_type_ids"] = enc["token_type_ids"]
+        if self.case_features:
+            segs, special = (words, ctx), {*MARKERS, self.tok.unk_token}
+            feat["case_ids"] = [0 if w is None or segs[sq][w] in special else word_shape(segs[sq][w])
+                                for w, sq in zip(enc.word_ids(), enc.sequence_ids())]
         if self.task == "ner":
             seq, first = enc.sequence_ids(), {}
             for pos, w in enumerate(enc.word_ids()):
@@ -162,8 +199,9 @@ def collate(features: list[dict], views: Sequence[str], pad_id: int) -> dict:
         L = max(len(r["input_ids"]) for r in rows)
         vb = {"input_ids": torch.full((len(rows), L), pad_id, dtype=torch.long),
               "attention_mask": torch.zeros((len(rows), L), dtype=torch.long)}
-        if "token_type_ids" in rows[0]:
-            vb["token_type_ids"] = torch.zeros((len(rows), L), dtype=torch.long)
+        for key in ("token_type_ids", "case_ids"):
+            if key in rows[0]:
+                vb[key] = torch.zeros((len(rows), L), dtype=torch.long)
         if "word_pos" in rows[0]:
             vb["word_pos"] = torch.zeros((len(rows), n_words), dtype=torch.long)
             vb["word_mask"] = torch.zeros((len(rows), n_words), dtype=torch.bool)
@@ -172,8 +210,9 @@ def collate(features: list[dict], views: Sequence[str], pad_id: int) -> dict:
             n = len(r["input_ids"])
             vb["input_ids"][i, :n] = torch.tensor(r["input_ids"])
             vb["attention_mask"][i, :n] = 1
-            if "token_type_ids" in vb:
-                vb["token_type_ids"][i, :n] = torch.tensor(r["token_type_ids"])
+            for key in ("token_type_ids", "case_ids"):
+                if key in vb:
+                    vb[key][i, :n] = torch.tensor(r[key])
             if "word_pos" in vb:
                 w = len(r["word_pos"])
                 vb["word_pos"][i, :w] = torch.tensor(r["word_pos"])

@@ -10,7 +10,8 @@ from .data import Featurizer, bucket_batches, collate
 
 
 def featurizer_for(model) -> Featurizer:
-    return Featurizer(model.tokenizer, model.task, model.labels, model.max_length, model.knowledge_max_length)
+    return Featurizer(model.tokenizer, model.task, model.labels, model.max_length, model.knowledge_max_length,
+                      case_features=getattr(model, "case_features", False))
 
 
 def autocast(device: torch.device, bf16: bool):

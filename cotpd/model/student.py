@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..pipeline import VARIANTS
+from .data import SHAPES, lowercases
 from .encoder import load_encoder, quiet_transformers
 from .heads import TaskHead
 from .prompt_generator import PromptGenerator
@@ -23,26 +24,39 @@ FORMAT = "cotpd-student/1"
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None,
-               temperature: float, teacher_grad: bool = False) -> torch.Tensor:
-    """T^2 * KL(p_teacher/T || p_student/T), averaged over label positions (paper Sec. 3.4, Eq. for L_KL).
+               temperature: float, teacher_grad: bool = False, reduction: str = "sentence") -> torch.Tensor:
+    """T^2 * KL(p_teacher/T || p_student/T) (paper Sec. 3.4, Eq. for L_KL; Hinton et al.'s T^2).
+
+    reduction: "sentence" sums the per-word KL over each sentence and averages over sentences, the
+    scale of the CRF's per-sentence negative log-likelihood it is added to (a per-word mean would
+    weigh the KL ~20x less than the task loss on a tweet); "token" averages over label positions.
+    RE logits are one row per instance, where the two coincide.
 
     With teacher_grad false the teacher is a stop-gradient target (the knowledge view is trained by
     its own task loss only), the usual choice in distillation: it keeps the KL from dragging the
     better-informed view down towards the text-only one.
     """
+    if reduction not in ("sentence", "token"):
+        raise ConfigError(f"train.distill.reduction must be sentence or token, got {reduction!r}")
     t = teacher_logits if teacher_grad else teacher_logits.detach()
     log_p_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p_t = torch.log_softmax(t.float() / temperature, dim=-1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # per position
     if mask is not None:
-        kl = kl[mask]
-    return kl.mean() * temperature ** 2 if kl.numel() else student_logits.sum() * 0.0
+        kl = kl * mask
+        n = mask.any(-1).sum() if reduction == "sentence" and kl.dim() > 1 else mask.sum()
+    else:
+        n = kl.size(0) if reduction == "sentence" else kl.numel()
+    if not int(n):
+        return student_logits.sum() * 0.0
+    return kl.sum() / n * temperature ** 2
 
 
 class Student(nn.Module):
     def __init__(self, encoder, tokenizer, task: str, labels: list[str], variant: str = "cotpd",
                  prompt: dict | None = None, distill: dict | None = None, n_prefix: int = 1,
-                 dropout: float = 0.1, max_length: int = 64, knowledge_max_length: int = 192):
+                 dropout: float = 0.1, max_length: int = 64, knowledge_max_length: int = 192,
+                 case_features: bool = False):
         super().__init__()
         if variant not in VARIANTS:
             raise ConfigError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
@@ -52,11 +66,18 @@ class Student(nn.Module):
         self.task, self.labels, self.variant = task, list(labels), variant
         self.n_prefix, self.max_length, self.knowledge_max_length = n_prefix, max_length, knowledge_max_length
         self.prompt_cfg = dict(prompt or {"k": 8, "layers": 2, "heads": 4})
-        self.distill = {"lambda": 1.0, "temperature": 2.0, "teacher_grad": False, **(distill or {})}
+        self.distill = {"lambda": 1.0, "temperature": 2.0, "teacher_grad": False, "reduction": "sentence",
+                        **(distill or {})}
         hidden = encoder.config.hidden_size
         self.prompt = (PromptGenerator(hidden, self.prompt_cfg["k"], self.prompt_cfg["layers"],
                                        self.prompt_cfg["heads"], dropout) if variant == "cotpd" else None)
         self.head = TaskHead(task, hidden, len(self.labels), dropout)
+        # word-shape embeddings added to the input embeddings (cotpd.model.data.SHAPES); zero at the
+        # start, so the pretrained encoder begins exactly as it was loaded
+        self.case_features = bool(case_features)
+        self.case_embed = nn.Embedding(len(SHAPES), hidden) if self.case_features else None
+        if self.case_embed is not None:
+            nn.init.zeros_(self.case_embed.weight)
 
     # --- views -----------------------------------------------------------------------------------
     @property
@@ -75,9 +96,13 @@ class Student(nn.Module):
         """Encoder states [B, L, H] aligned with vb["input_ids"]; with `prompt` the k generated
         vectors are inserted after the leading special token(s) and their outputs dropped again."""
         am, tt = vb["attention_mask"], vb.get("token_type_ids")
-        if not prompt:
+        if not prompt and self.case_embed is None:
             return self.encoder(input_ids=vb["input_ids"], attention_mask=am, token_type_ids=tt).last_hidden_state
         emb = self.encoder.get_input_embeddings()(vb["input_ids"])
+        if self.case_embed is not None:
+            emb = emb + self.case_embed(vb["case_ids"])
+        if not prompt:
+            return self.encoder(inputs_embeds=emb, attention_mask=am, token_type_ids=tt).last_hidden_state
         prompts = self.prompt(emb, am)
         p, k, b = self.n_prefix, prompts.size(1), emb.size(0)
         embeds = torch.cat([emb[:, :p], prompts.to(emb.dtype), emb[:, p:]], dim=1)
@@ -105,7 +130,8 @@ class Student(nn.Module):
         mask = None
         if self.task == "ner":  # words covered by both views (truncation may differ)
             mask = know["word_mask"] & text["word_mask"]
-        kl = distill_kl(s_logits, t_logits, mask, self.distill["temperature"], self.distill["teacher_grad"])
+        kl = distill_kl(s_logits, t_logits, mask, self.distill["temperature"], self.distill["teacher_grad"],
+                        self.distill["reduction"])
         loss = l_know + l_prompt + self.distill["lambda"] * kl
         return {"loss": loss, "task": (l_know + l_prompt).detach(), "kl": kl.detach()}
 
@@ -119,7 +145,7 @@ class Student(nn.Module):
         return {"format": FORMAT, "task": self.task, "labels": self.labels, "variant": self.variant,
                 "prompt": self.prompt_cfg, "distill": self.distill, "n_prefix": self.n_prefix,
                 "dropout": self.head.dropout.p, "max_length": self.max_length,
-                "knowledge_max_length": self.knowledge_max_length}
+                "knowledge_max_length": self.knowledge_max_length, "case_features": self.case_features}
 
     def save(self, path: str | Path, params: dict | None = None, extra: dict | None = None) -> Path:
         """save_pretrained-style folder: encoder/ (weights + tokenizer), heads.pt, config.json.
@@ -154,8 +180,14 @@ def build_student(encoder_name: str, task: str, labels: list[str], variant: str,
 
     tokenizer, encoder = load_encoder(encoder_name, markers=task == "re")
     n_prefix = Featurizer(tokenizer, task, labels, 8, 8).n_prefix
+    case = tparams.get("case_features", False)
+    if case == "auto":  # only where the tokenizer drops case (MiniLM, bert-*-uncased)
+        case = lowercases(tokenizer)
+    if not isinstance(case, bool):
+        raise ConfigError(f"train.case_features must be true, false or auto, got {case!r}")
     return Student(encoder, tokenizer, task, labels, variant, tparams.get("prompt"), tparams.get("distill"),
-                   n_prefix, tparams.get("dropout", 0.1), tparams["max_length"], tparams["knowledge_max_length"])
+                   n_prefix, tparams.get("dropout", 0.1), tparams["max_length"], tparams["knowledge_max_length"],
+                   case)
 
 
 def load_student(path: str | Path, device: str | torch.device = "cpu") -> Student:
@@ -169,7 +201,8 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> Studen
         raise ConfigError(f"{cfg_path}: format {cfg.get('format')!r}, expected {FORMAT!r}")
     tokenizer, encoder = load_encoder(path / "encoder")
     model = Student(encoder, tokenizer, cfg["task"], cfg["labels"], cfg["variant"], cfg["prompt"], cfg["distill"],
-                    cfg["n_prefix"], cfg["dropout"], cfg["max_length"], cfg["knowledge_max_length"])
+                    cfg["n_prefix"], cfg["dropout"], cfg["max_length"], cfg["knowledge_max_length"],
+                    cfg.get("case_features", False))
     state = torch.load(path / "heads.pt", map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
     bad = [k for k in missing if not k.startswith("encoder.")] + list(unexpected)

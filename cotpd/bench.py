@@ -97,7 +97,7 @@ class Bench:
         self.done_dir = self.work / "done"
         from .bench_report import commit_label
 
-        self.commit = commit_label(root)
+        self.commit = commit_label(root, out)
         self.params = self._params(data)
         self.t0 = time.perf_counter()
         self.records: list[dict] = []

@@ -184,12 +184,15 @@ def _mode_line(b) -> str:
     return "; ".join(parts)
 
 
-def commit_label(root: Path) -> str:
-    """HEAD, marked when tracked files differ from it (a number from uncommitted code says so)."""
+def commit_label(root: Path, out: Path | None = None) -> str:
+    """HEAD, marked when tracked files differ from it (a number from uncommitted code says so). The
+    report folder `out` does not count: an earlier invocation's report is not a change of code."""
     from .tracking import git_commit
 
-    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, check=False).stdout.strip()
+    cmd = ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"]
+    if out is not None and Path(out).resolve().is_relative_to(Path(root).resolve()):
+        cmd += ["--", ".", f":(exclude){Path(out).resolve().relative_to(Path(root).resolve())}"]
+    dirty = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
     return git_commit(root) + (" (with uncommitted changes)" if dirty else "")
 
 
@@ -199,7 +202,7 @@ def write(b, argv: list[str]) -> Path:
     out = b.out
     out.mkdir(parents=True, exist_ok=True)
     recs, hw = b.records, hardware()
-    commit = commit_label(b.root)
+    commit = commit_label(b.root, b.out)
     command = "cotpd bench " + " ".join(argv)
     by_commit = Counter(r.get("git_commit") or "unknown" for r in recs)
     reused = len(getattr(b, "reused", []))

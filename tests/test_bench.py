@@ -143,3 +143,26 @@ def test_resumed_grid_reuses_saved_results_and_retrains_on_new_params(project):
     assert bench.main(argv + ["--variants", "baseline", "--fresh"]) == 0
     fourth = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert fourth["reused"] == [] and fourth["runs"][0]["mlflow_run_id"] != third["runs"][0]["mlflow_run_id"]
+
+
+def test_commit_label_ignores_the_report_folder(tmp_path):
+    """A report rewritten by an earlier invocation is not "uncommitted changes"; edited code is."""
+    import subprocess
+
+    from cotpd.bench_report import commit_label
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "README.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "init")
+    (tmp_path / "results" / "README.md").write_text("new table\n")
+    assert not commit_label(tmp_path, tmp_path / "results").endswith("(with uncommitted changes)")
+    assert commit_label(tmp_path).endswith("(with uncommitted changes)")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert commit_label(tmp_path, tmp_path / "results").endswith("(with uncommitted changes)")

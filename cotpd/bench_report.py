@@ -234,6 +234,7 @@ def write(b, argv: list[str]) -> Path:
                 L.append(f"| {ds} | {v} | {INPUT[v]} | {pm([r['test_f1'] for r in rs])} | "
                          f"{pm([r['test_precision'] for r in rs])} | {pm([r['test_recall'] for r in rs])} | "
                          f"{pm([r['dev_f1'] for r in rs])} | {len(rs)} | {tok:.0f} |")
+    L += _gains(b, recs)
     L += ["", "Scores reported by others on the Twitter-2015 / MNRE test sets (larger students, GPU, full data), "
           "and local reference points:", "", "| Benchmark | Method | Test F1 (reported) |", "|---|---|---|"]
     for task in sorted({b.params["datasets"][ds]["task"] for ds in b.datasets}):
@@ -256,6 +257,21 @@ def write(b, argv: list[str]) -> Path:
                                       "reused": getattr(b, "reused", []), "not_run": not_selected,
                                       "speed": getattr(b, "speed", None)})
     return out / "README.md"
+
+
+def _gains(b, recs) -> list[str]:
+    """Test-F1 gain of each variant over the baseline of the same seed (paired, so seed noise that
+    moves both runs cancels), mean ± sample std over the seeds that have both."""
+    L = []
+    for ds in b.datasets:
+        base = {r["seed"]: r["test_f1"] for r in _rows(recs, dataset=ds, variant="baseline", group="main")}
+        for v in [v for v in VARIANTS if v != "baseline"]:
+            diffs = [r["test_f1"] - base[r["seed"]] for r in _rows(recs, dataset=ds, variant=v, group="main")
+                     if r["seed"] in base and r["test_f1"] is not None and base[r["seed"]] is not None]
+            if diffs:
+                sign = "+" if statistics.fmean(diffs) >= 0 else ""
+                L.append(f"- {ds}: {v} − baseline, paired by seed: {sign}{pm(diffs)} test F1 ({len(diffs)} seed(s))")
+    return ["", "Gain over the text-only baseline:", ""] + L if L else []
 
 
 def _fractions(b, recs, out: Path, plots) -> list[str]:

@@ -67,6 +67,12 @@ def test_smoke_bench_writes_report_plots_and_runs(project):
                                  ("MNRE", "I2SRM", "84.12"), ("MNRE", "MEGA", "66.41")):
         assert f"| {bench_name} | {name} | {f1} |" in text
     assert "## Data efficiency: sample" in text and "| 50% |" in text
+    # the paired gain over the baseline, from the same records as the table
+    runs = json.loads((out / "results.json").read_text(encoding="utf-8"))["runs"]
+    f1 = {(r["variant"], r["seed"]): r["test_f1"] for r in runs if r["group"] == "main" and r["dataset"] == "sample"}
+    diffs = [(f1[("cotpd", s)] - f1[("baseline", s)]) * 100 for s in (13, 14)]
+    gain = re.search(r"- sample: cotpd − baseline, paired by seed: \+?(-?\d+\.\d\d) ± (\d+\.\d\d) test F1 \(2 seed", text)
+    assert gain and float(gain.group(1)) == pytest.approx(sum(diffs) / 2, abs=0.006), text
     assert "grain=noun" in text and "grain=sentence" in text  # grain ablation on the two-grain knowledge
     assert "sample_mnre: CoT grain ablation skipped" in text
     for png in ("f1_vs_data_fraction_sample.png", "per_type_f1_sample.png", "per_type_f1_sample_mnre.png"):

@@ -23,7 +23,9 @@ import argparse
 import copy
 import json
 import logging
+import os
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,6 +64,40 @@ MODES = {
                        "llm": {"calls": 1000, "concurrency": 32, "latency": 0.2, "seq_calls": 30, "replay_n": 20000},
                        "dvc": True}},
 }
+
+
+def take_claim(path: Path) -> bool:
+    """Claim one training for this process: `path` is created exclusively (O_EXCL, atomic on a local or
+    NFS folder) and holds host and pid. A claim left by a dead process on this host is taken over;
+    False while a live invocation, here or on another host sharing the folder, holds it."""
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                held = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):  # being written right now: its owner is alive
+                return False
+            if held.get("host") != me["host"] or _alive(int(held.get("pid", -1))):
+                return False
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(me, fh)
+        return True
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return pid > 0
 
 
 @dataclass
@@ -104,6 +140,7 @@ class Bench:
         self.skipped: list[str] = []
         self.reused: list[str] = []
         self.not_selected: list[str] = []
+        self.elsewhere: list[str] = []  # claimed by another invocation that shares --out
         self.notes: list[str] = []
         self.speed: dict | None = None
         self.wall_s = 0.0
@@ -291,10 +328,22 @@ class Bench:
             if elapsed + self.estimate(spec) > self.budget_s:
                 self.skipped.append(f"{spec.key} (would pass the time budget of {self.budget_s / 60:.0f} min)")
                 continue
-            log.info("[%d/%d] %s (%.0f s elapsed)", i + 1, len(specs), spec.key, elapsed)
-            rec = self.run_one(spec)
-            write_json(self.done_dir / f"{spec.key}.json", rec)  # atomic: a killed run leaves no half record
-            self.records.append(rec)
+            claim = self.done_dir / f"{spec.key}.claim"
+            if not take_claim(claim):  # another invocation sharing --out is training it right now
+                self.elsewhere.append(spec.key)
+                continue
+            try:
+                done = self.done_record(spec)  # it may have been finished while this one looked elsewhere
+                if done is not None:
+                    self.records.append(done)
+                    self.reused.append(spec.key)
+                    continue
+                log.info("[%d/%d] %s (%.0f s elapsed)", i + 1, len(specs), spec.key, elapsed)
+                rec = self.run_one(spec)
+                write_json(self.done_dir / f"{spec.key}.json", rec)  # atomic: a killed run leaves no half record
+                self.records.append(rec)
+            finally:
+                claim.unlink(missing_ok=True)
         if not speed_done and self.speed_on:
             self.speed = bench_report.speed(self, self.cfg["speed"])
         self.wall_s = time.perf_counter() - self.t0
@@ -337,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cotpd bench: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"report": str(report), "trainings": len(bench.records), "reused": len(bench.reused),
-                      "not_selected": len(bench.not_selected), "skipped": len(bench.skipped),
+                      "not_selected": len(bench.not_selected), "elsewhere": len(bench.elsewhere),
+                      "skipped": len(bench.skipped),
                       "wall_s": round(bench.wall_s, 1)}, indent=2))
     return 0
 

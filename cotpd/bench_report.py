@@ -244,17 +244,20 @@ def write(b, argv: list[str]) -> Path:
         L += [f"| {ds} | {name} (shared/data/README.md) | {f1:.1f} |" for name, f1 in LOCAL_REFERENCE.get(ds, [])]
     L += _fractions(b, recs, out, plots) + _ablations(b, recs) + _per_type(b, recs, out, plots)
     L += _speed_lines(getattr(b, "speed", None))
-    not_selected = getattr(b, "not_selected", [])
-    if b.notes or b.skipped or not_selected:
+    not_selected, elsewhere = getattr(b, "not_selected", []), getattr(b, "elsewhere", [])
+    if b.notes or b.skipped or not_selected or elsewhere:
         L += ["", "## Notes and skipped runs", ""] + [f"- {n}" for n in b.notes] + [f"- skipped: {s}" for s in b.skipped]
         if not_selected:
             L.append(f"- not run yet (outside --variants/--groups, no saved result): {len(not_selected)} trainings: "
                      + ", ".join(not_selected))
+        if elsewhere:
+            L.append(f"- being trained by another invocation sharing this folder: {', '.join(elsewhere)}")
     with atomic_write(out / "README.md") as fh:
         fh.write("\n".join(L) + "\n")
     write_json(out / "results.json", {"mode": b.mode, "command": command, "git_commit": commit, "hardware": hw,
                                       "wall_s": b.wall_s, "runs": recs, "skipped": b.skipped, "notes": b.notes,
                                       "reused": getattr(b, "reused", []), "not_run": not_selected,
+                                      "elsewhere": elsewhere,
                                       "speed": getattr(b, "speed", None)})
     return out / "README.md"
 

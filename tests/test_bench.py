@@ -172,3 +172,52 @@ def test_commit_label_ignores_the_report_folder(tmp_path):
     assert commit_label(tmp_path).endswith("(with uncommitted changes)")
     (tmp_path / "code.py").write_text("x = 2\n")
     assert commit_label(tmp_path, tmp_path / "results").endswith("(with uncommitted changes)")
+
+
+def test_claims_keep_parallel_invocations_from_training_the_same_run(tmp_path):
+    """Invocations sharing --out claim each training with an exclusive file: a claim of a live
+    process is respected, one of a dead process on this host is taken over, another host's is kept."""
+    import socket
+    import subprocess
+
+    claim = tmp_path / "done" / "x.claim"
+    assert bench.take_claim(claim) and json.loads(claim.read_text())["pid"] == os.getpid()
+    assert not bench.take_claim(claim)  # held (by a live process: this one)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        claim.write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid}))
+        assert not bench.take_claim(claim)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert bench.take_claim(claim)  # its process is gone: stale, taken over
+    claim.write_text(json.dumps({"host": "some-other-host", "pid": sleeper.pid}))
+    assert not bench.take_claim(claim)  # cannot check another host's process: respected
+
+
+@pytest.mark.timeout(300)
+def test_a_claimed_training_is_left_to_its_invocation(project):
+    import subprocess
+
+    root, out = project
+    argv = ["--smoke", "--root", str(root), "--out", str(out), "--datasets", "sample", "--seeds", "1", "--no-speed",
+            "--groups", "main", "--variants", "baseline", "cotpd"]
+    done = out / "runs" / "done"
+    done.mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "120"])  # stands for another invocation, busy with cotpd
+    try:
+        import socket
+
+        (done / "sample-main-cotpd-s13.claim").write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid}))
+        assert bench.main(argv) == 0
+        res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        assert [r["variant"] for r in res["runs"]] == ["baseline"] and res["elsewhere"] == ["sample-main-cotpd-s13"]
+        assert "being trained by another invocation sharing this folder: sample-main-cotpd-s13" in \
+            (out / "README.md").read_text(encoding="utf-8")
+        assert not (done / "sample-main-baseline-s13.claim").exists()  # released after training
+    finally:
+        other.kill()
+        other.wait()
+    assert bench.main(argv) == 0  # the other invocation died: its claim is stale, the run is trained here
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert sorted(r["variant"] for r in res["runs"]) == ["baseline", "cotpd"] and res["elsewhere"] == []

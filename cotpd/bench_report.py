@@ -155,7 +155,7 @@ def hardware() -> dict:
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single seed: the seeds column says n=1)."""
+    """Mean and sample standard deviation (0 for a single seed, which `pm` prints without a ±)."""
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
@@ -164,7 +164,8 @@ def pm(xs: list, scale: float = 100.0) -> str:
     if not xs:
         return "n/a"
     m, s = mean_std(xs)
-    return f"{m:.2f} ± {s:.2f}"
+    # one seed has no spread: "74.20 ± 0.00" would read as three seeds that agreed exactly
+    return f"{m:.2f} ± {s:.2f}" if len(xs) > 1 else f"{m:.2f}"
 
 
 def _rows(records: list[dict], **match) -> list[dict]:
@@ -220,7 +221,7 @@ def write(b, argv: list[str]) -> Path:
           f"torch {hw['torch']} ({hw['torch_threads']} threads, OMP_NUM_THREADS={hw['OMP_NUM_THREADS']}), "
           f"Python {hw['python']}",
           "- metrics: NER entity-level F1 (seqeval strict IOB2), RE micro-F1 over non-None relations; "
-          "in percent, mean ± sample std over seeds",
+          "in percent, mean ± sample std over seeds (a lone value: one seed)",
           "- every training is an MLflow run (`mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db`); "
           "run ids in results.json", ""]
     L += ["## Main results (test set)", "",

@@ -174,6 +174,15 @@ def test_commit_label_ignores_the_report_folder(tmp_path):
     assert commit_label(tmp_path, tmp_path / "results").endswith("(with uncommitted changes)")
 
 
+def test_one_seed_is_printed_without_a_spread():
+    """One seed has no sample std: the table shows the value alone, never "± 0.00"."""
+    from cotpd.bench_report import pm
+
+    assert pm([0.742]) == "74.20"
+    assert pm([0.7333, 0.7354, 0.7374]) == "73.54 ± 0.21"
+    assert pm([None, 0.5]) == "50.00" and pm([None]) == "n/a"
+
+
 def test_claims_keep_parallel_invocations_from_training_the_same_run(tmp_path):
     """Invocations sharing --out claim each training with an exclusive file: a claim of a live
     process is respected, one of a dead process on this host is taken over, another host's is kept."""

@@ -83,6 +83,27 @@ def test_replay_of_20000_responses_is_fast_and_offline(tmp_path, fake_llm):
     assert cpu < 2.0 and wall < 6.0, f"replay of 20,000 responses took {cpu:.2f}s CPU, {wall:.2f}s wall"
 
 
+def test_gc_is_paused_only_for_the_bulk_work_and_restored():
+    """The collector is off inside gc_paused and back in its earlier state after, errors included."""
+    import gc
+
+    from cotpd.llm.ledger import gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with gc_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller that had turned it off keeps it off
+    finally:
+        gc.enable()
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     from cotpd.llm import build_runner, make_request

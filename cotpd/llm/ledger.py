@@ -23,7 +23,9 @@ Reading rules:
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -34,6 +36,21 @@ from ..errors import DataError
 from .base import ChatRequest, ChatResponse
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector around a bulk load or replay. Tens of thousands of small
+    acyclic dicts trigger its full collections, each of which rescans the whole heap: in a
+    long-lived process (a Dagster run worker, pytest, `cotpd bench` with models loaded) that tripled
+    the CPU time of a 20,000-answer replay (0.9 s -> 2.7 s). Nothing made here is cyclic."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class Ledger:
@@ -51,8 +68,10 @@ class Ledger:
     def _load(self) -> None:
         if not self.path.exists():
             return
-        data = self.path.read_bytes()
-        lines = data.split(b"\n")
+        with gc_paused():
+            self._parse(self.path.read_bytes().split(b"\n"))
+
+    def _parse(self, lines: list[bytes]) -> None:
         loads = json.loads
         entries = self.entries
         for lineno, raw in enumerate(lines, start=1):

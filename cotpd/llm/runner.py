@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..errors import ConfigError, CotpdError, LedgerMiss
 from .base import ChatRequest, ChatResponse
-from .ledger import Ledger
+from .ledger import Ledger, gc_paused
 
 log = logging.getLogger(__name__)
 MODES = ("replay", "record", "refresh")
@@ -65,27 +65,28 @@ class LLMRunner:
     # -- the Runner protocol ----------------------------------------------------------------------
     def run(self, requests: list[ChatRequest], stage: str) -> list[ChatResponse]:
         st = self._stats[stage]
-        keys = [r.key for r in requests]  # hashing is the hot path of a 20k replay: once each
-        unique: dict[str, ChatRequest] = {}
-        for k, r in zip(keys, requests):
-            unique.setdefault(k, r)
-        st["cache_hits"] += len(requests) - len(unique)  # in-call duplicates are answered once
-        answers: dict[str, ChatResponse] = {}
-        todo: list[ChatRequest] = []
-        for key, r in unique.items():
-            hit = None if self.mode == "refresh" and key not in self._refreshed else self.ledger.get(key)
-            if hit is not None:
-                answers[key] = hit
-                st["cache_hits"] += 1
-            else:
-                todo.append(r)
+        with gc_paused():  # one key and one response per request: see ledger.gc_paused
+            keys = [r.key for r in requests]  # hashing is the hot path of a 20k replay: once each
+            unique: dict[str, ChatRequest] = {}
+            for k, r in zip(keys, requests):
+                unique.setdefault(k, r)
+            st["cache_hits"] += len(requests) - len(unique)  # in-call duplicates are answered once
+            answers: dict[str, ChatResponse] = {}
+            todo: list[ChatRequest] = []
+            for key, r in unique.items():
+                hit = None if self.mode == "refresh" and key not in self._refreshed else self.ledger.get(key)
+                if hit is not None:
+                    answers[key] = hit
+                    st["cache_hits"] += 1
+                else:
+                    todo.append(r)
         if todo and self.mode == "replay":
             raise LedgerMiss(
                 f"{len(todo)} of {len(unique)} requests of stage {stage!r} are not in the ledger "
                 f"{self.ledger.path} (llm.mode=replay); first: {describe_request(todo[0])}. "
                 "Run with --set llm.mode=record to ask the LLM.")
         if todo:
-            self._call(todo, stage, answers)
+            self._call(todo, stage, answers)  # the collector runs as usual while the LLM answers
         # duplicates get their own copy so a caller mutating one answer does not change another
         seen: set = set()
         out = []

@@ -91,13 +91,15 @@ def take_claim(path: Path) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # no pid recorded; and os.kill(0 or -1, 0) would probe process groups, not a process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: alive
         return True
-    return pid > 0
+    return True
 
 
 @dataclass
@@ -262,6 +264,14 @@ class Bench:
             return None
         return rec
 
+    def reuse(self, spec: RunSpec) -> bool:
+        """Take the saved result of `spec` into this report, if there is one for its params."""
+        done = self.done_record(spec)
+        if done is not None:
+            self.records.append(done)
+            self.reused.append(spec.key)
+        return done is not None
+
     def selected(self, spec: RunSpec) -> bool:
         return not self.report_only and (not self.variants or spec.variant in self.variants) \
             and (not self.groups or spec.group in self.groups)
@@ -316,10 +326,7 @@ class Bench:
             if not speed_done and spec.group != "main" and self.speed_on:
                 self.speed = bench_report.speed(self, self.cfg["speed"])  # after the main grid
                 speed_done = True
-            done = self.done_record(spec)
-            if done is not None:
-                self.records.append(done)
-                self.reused.append(spec.key)
+            if self.reuse(spec):
                 continue
             if not self.selected(spec):
                 self.not_selected.append(spec.key)
@@ -333,10 +340,7 @@ class Bench:
                 self.elsewhere.append(spec.key)
                 continue
             try:
-                done = self.done_record(spec)  # it may have been finished while this one looked elsewhere
-                if done is not None:
-                    self.records.append(done)
-                    self.reused.append(spec.key)
+                if self.reuse(spec):  # another invocation may have finished it since the check above
                     continue
                 log.info("[%d/%d] %s (%.0f s elapsed)", i + 1, len(specs), spec.key, elapsed)
                 rec = self.run_one(spec)

@@ -16,6 +16,8 @@ A finished training is saved as <out>/runs/done/<key>.json with a hash of everyt
 its result (resolved params, seed, fraction, grains); a later `cotpd bench` with the same --out
 reuses it instead of training again, so a grid too long for one sitting (the full grid on a CPU)
 is built over several, and --variants/--groups choose what trains this time. --fresh retrains.
+The records behind a committed <out>/results.json are taken back into <out>/runs/done where it has
+none (a fresh clone), so a report that is in git can be extended without training its runs again.
 """
 from __future__ import annotations
 
@@ -253,6 +255,28 @@ class Bench:
         decisive = {k: v for k, v in dp.items() if k not in ("tracking", "pipeline", "llm", "captions", "augment")}
         return params, dp, params_hash({"params": decisive, "grains": spec.knowledge_grains, "key": spec.key})
 
+    def adopt_report(self) -> list[str]:
+        """Save the records of <out>/results.json that runs/done lacks (a fresh clone: the work folder
+        is git-ignored, the report is not). Each keeps its config hash, so done_record still retrains
+        one whose params have changed since; --fresh adopts nothing."""
+        report = self.out / "results.json"
+        if self.fresh or not report.exists():
+            return []
+        adopted = []
+        for i, rec in enumerate(read_json(report).get("runs") or []):
+            try:
+                spec = RunSpec(rec["dataset"], rec["variant"], int(rec["seed"]), rec["group"], rec.get("label") or "")
+                rec["config_hash"]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CotpdError(f"{report}: runs[{i}] is not a bench record (missing or bad {exc})") from exc
+            path = self.done_dir / f"{spec.key}.json"
+            if not path.exists():
+                write_json(path, rec)  # atomic, like a finished training's record
+                adopted.append(spec.key)
+        if adopted:
+            log.info("took %d saved results back from %s", len(adopted), report)
+        return adopted
+
     def done_record(self, spec: RunSpec) -> dict | None:
         """The saved result of an earlier invocation for exactly this configuration, if any."""
         path = self.done_dir / f"{spec.key}.json"
@@ -318,6 +342,7 @@ class Bench:
     def run(self, argv: list[str]) -> Path:
         from . import bench_report
 
+        self.adopt_report()
         self.prepare()
         specs = self.grid()
         log.info("bench %s: %d trainings planned", self.mode, len(specs))

@@ -230,3 +230,28 @@ def test_a_claimed_training_is_left_to_its_invocation(project):
     assert bench.main(argv) == 0  # the other invocation died: its claim is stale, the run is trained here
     res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert sorted(r["variant"] for r in res["runs"]) == ["baseline", "cotpd"] and res["elsewhere"] == []
+
+
+def test_committed_report_is_taken_back_into_a_fresh_work_folder(tmp_path):
+    """A fresh clone has results.json (in git) but no runs/done (ignored): its records are saved back,
+    reused where their params still hash the same, retrained where not; a broken record is named."""
+    from cotpd.errors import CotpdError
+    from cotpd.io import read_json, write_json
+
+    out = tmp_path / "results"
+    b = bench.Bench(REPO, out, "smoke")
+    same, changed = bench.RunSpec("sample", "baseline", 13), bench.RunSpec("sample", "cotpd", 13)
+    rec = {"dataset": "sample", "group": "main", "label": "", "seed": 13, "test_f1": 0.5}
+    write_json(out / "results.json", {"runs": [
+        {**rec, "variant": "baseline", "config_hash": b.spec_params(same)[2], "mlflow_run_id": "a"},
+        {**rec, "variant": "cotpd", "config_hash": "params-of-another-day", "mlflow_run_id": "b"}]})
+    assert b.adopt_report() == ["sample-main-baseline-s13", "sample-main-cotpd-s13"]
+    assert read_json(b.done_dir / "sample-main-baseline-s13.json")["mlflow_run_id"] == "a"
+    assert b.reuse(same) and b.records[0]["test_f1"] == 0.5 and not b.reuse(changed)
+    assert b.adopt_report() == []  # what runs/done holds (a newer result, say) is never overwritten
+    assert bench.Bench(REPO, out, "smoke", fresh=True).adopt_report() == []
+
+    write_json(out / "results.json", {"runs": [{"dataset": "sample", "variant": "cotpd"}]})
+    (b.done_dir / "sample-main-cotpd-s13.json").unlink()
+    with pytest.raises(CotpdError, match=r"results\.json: runs\[0\] is not a bench record"):
+        b.adopt_report()

@@ -146,6 +146,7 @@ class Bench:
         self.not_selected: list[str] = []
         self.elsewhere: list[str] = []  # claimed by another invocation that shares --out
         self.notes: list[str] = []
+        self.grains: dict[str, list[str]] = {}  # CoT grains in each dataset's knowledge.jsonl
         self.speed: dict | None = None
         self.wall_s = 0.0
 
@@ -213,6 +214,7 @@ class Bench:
         lay = Layout(self.work, ds)
         grains = sorted({r["grain"] for r in read_jsonl(lay.knowledge) if (r.get("text") or "").strip()}) \
             if lay.knowledge.exists() else []
+        self.grains[ds] = grains  # the report says whether the knowledge view had any CoT
         specs = []
         if len(grains) > 1:
             specs += [RunSpec(ds, "cotpd", seed, "ablation", f"grain={g}", knowledge_grains=[g]) for g in grains]

@@ -63,6 +63,8 @@ def test_smoke_bench_writes_report_plots_and_runs(project):
             row = next(line for line in text.splitlines() if line.startswith(f"| {ds} | {v} |"))
             assert re.search(r"\d+\.\d\d ± \d+\.\d\d", row), row
             assert row.split("|")[8].strip() == "2"  # seeds column
+    assert "| sample | knowledge | text + caption + CoT (knowledge view) |" in text  # two grains
+    assert "| sample_mnre | knowledge | text + caption (knowledge view, no CoT) |" in text  # none
     for bench_name, name, f1 in (("Twitter-2015", "PGIM", "79.33"), ("Twitter-2015", "UMT", "73.41"),
                                  ("MNRE", "I2SRM", "84.12"), ("MNRE", "MEGA", "66.41")):
         assert f"| {bench_name} | {name} | {f1} |" in text

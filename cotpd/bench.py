@@ -25,14 +25,13 @@ import argparse
 import copy
 import json
 import logging
-import os
 import shutil
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .claims import take_claim
 from .errors import CotpdError
 from .io import read_jsonl
 from .io import read_json, write_json
@@ -66,42 +65,6 @@ MODES = {
                        "llm": {"calls": 1000, "concurrency": 32, "latency": 0.2, "seq_calls": 30, "replay_n": 20000},
                        "dvc": True}},
 }
-
-
-def take_claim(path: Path) -> bool:
-    """Claim one training for this process: `path` is created exclusively (O_EXCL, atomic on a local or
-    NFS folder) and holds host and pid. A claim left by a dead process on this host is taken over;
-    False while a live invocation, here or on another host sharing the folder, holds it."""
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                held = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):  # being written right now: its owner is alive
-                return False
-            if held.get("host") != me["host"] or _alive(int(held.get("pid", -1))):
-                return False
-            path.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(me, fh)
-        return True
-    return False
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:  # no pid recorded; and os.kill(0 or -1, 0) would probe process groups, not a process
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 @dataclass
@@ -268,7 +231,8 @@ class Bench:
         for i, rec in enumerate(read_json(report).get("runs") or []):
             try:
                 spec = RunSpec(rec["dataset"], rec["variant"], int(rec["seed"]), rec["group"], rec.get("label") or "")
-                rec["config_hash"]
+                if "config_hash" not in rec:
+                    raise KeyError("config_hash")
             except (KeyError, TypeError, ValueError) as exc:
                 raise CotpdError(f"{report}: runs[{i}] is not a bench record (missing or bad {exc})") from exc
             path = self.done_dir / f"{spec.key}.json"

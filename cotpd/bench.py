@@ -33,8 +33,7 @@ from pathlib import Path
 
 from .claims import take_claim
 from .errors import CotpdError
-from .io import read_jsonl
-from .io import read_json, write_json
+from .io import read_json, read_jsonl, write_json
 from .params import Layout, dataset_params, find_root, load_params, params_hash
 from .pipeline import VARIANTS
 

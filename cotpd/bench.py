@@ -266,6 +266,7 @@ class Bench:
             and (not self.groups or spec.group in self.groups)
 
     def run_one(self, spec: RunSpec) -> dict:
+        from . import bench_report
         from .tracking import training_run
         from .train import train_and_evaluate
 
@@ -295,7 +296,7 @@ class Bench:
                 "best_epoch": res.best_epoch, "seconds": round(time.perf_counter() - t0, 1),
                 "model_dir": str(model_dir) if model_dir.exists() else None,
                 "mlflow_run_id": tr.run_id, "mlflow_url": tr.url, "config_hash": chash,
-                "git_commit": self.commit}
+                "git_commit": self.commit, "hardware": bench_report.machine_label()}
 
     def estimate(self, spec: RunSpec) -> float:
         """Expected seconds of a training from the main-grid runs of the same dataset and variant

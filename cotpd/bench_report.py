@@ -161,6 +161,12 @@ def hardware() -> dict:
             "platform": platform.platform()}
 
 
+def machine_label(hw: dict | None = None) -> str:
+    """What a training ran on, kept in its record: throughput is only comparable on the same machine."""
+    hw = hw or hardware()
+    return f"{hw['cpu']}, {hw['torch_threads']} thread(s), {hw['device']}"
+
+
 def mean_std(xs: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single seed, which `pm` prints without a ±)."""
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
@@ -213,6 +219,7 @@ def write(b, argv: list[str]) -> Path:
     commit = commit_label(b.root, b.out)
     command = "cotpd bench " + " ".join(argv)
     by_commit = Counter(r.get("git_commit") or "unknown" for r in recs)
+    by_machine = Counter(r.get("hardware") or "not recorded" for r in recs)
     reused = len(getattr(b, "reused", []))
     train_min = sum(r.get("seconds") or 0 for r in recs) / 60
     L = [f"# cotpd benchmark results ({b.mode} mode)", ""]
@@ -224,7 +231,9 @@ def write(b, argv: list[str]) -> Path:
           f"{reused} reused from earlier invocations, {len(b.skipped)} skipped); "
           f"{train_min:.1f} min of training behind the reported runs",
           "- trainings by commit: " + ", ".join(f"`{c[:12]}` ({n})" for c, n in by_commit.most_common()),
-          f"- hardware: {hw['cpu']}, {hw['usable_cores']} usable of {hw['cores']} cores, device {hw['device']}, "
+          "- trainings by hardware (tokens/s compare only within one): "
+          + ", ".join(f"{m} ({n})" for m, n in by_machine.most_common()),
+          f"- hardware of this invocation: {hw['cpu']}, {hw['usable_cores']} usable of {hw['cores']} cores, device {hw['device']}, "
           f"torch {hw['torch']} ({hw['torch_threads']} threads, OMP_NUM_THREADS={hw['OMP_NUM_THREADS']}), "
           f"Python {hw['python']}",
           "- metrics: NER entity-level F1 (seqeval strict IOB2), RE micro-F1 over non-None relations; "

@@ -13,7 +13,7 @@ import mlflow  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from cotpd import bench, tracking  # noqa: E402
+from cotpd import bench, bench_report, tracking  # noqa: E402
 from cotpd.io import write_jsonl  # noqa: E402
 from cotpd.params import Layout, load_params  # noqa: E402
 from cotpd.pipeline import run_stage  # noqa: E402
@@ -79,7 +79,8 @@ def test_smoke_bench_writes_report_plots_and_runs(project):
     assert "sample_mnre: CoT grain ablation skipped" in text
     for png in ("f1_vs_data_fraction_sample.png", "per_type_f1_sample.png", "per_type_f1_sample_mnre.png"):
         assert (out / png).stat().st_size > 1000 and f"]({png})" in text
-    assert "bare PyTorch loop" in text and "sentences/s" in text and "hardware:" in text
+    assert "bare PyTorch loop" in text and "sentences/s" in text
+    assert "hardware of this invocation:" in text and "trainings by hardware" in text
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     runs = results["runs"]
     main = [r for r in runs if r["group"] == "main"]
@@ -135,6 +136,8 @@ def test_resumed_grid_reuses_saved_results_and_retrains_on_new_params(project):
     text = (out / "README.md").read_text(encoding="utf-8")
     assert "| sample | cotpd |" in text and "1 reused from earlier invocations" in text
     assert re.search(r"trainings by commit: `\w+", text)
+    machine = bench_report.machine_label()  # each record says what it ran on; the report counts them
+    assert all(r["hardware"] == machine for r in second["runs"]) and f"{machine} (2)" in text
     assert bench.main(argv + ["--report-only"]) == 0  # trains nothing, the table from what is saved
     again = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert sorted(again["reused"]) == ["sample-main-baseline-s13", "sample-main-cotpd-s13"]

@@ -161,9 +161,9 @@ def hardware() -> dict:
             "platform": platform.platform()}
 
 
-def machine_label(hw: dict | None = None) -> str:
+def machine_label() -> str:
     """What a training ran on, kept in its record: throughput is only comparable on the same machine."""
-    hw = hw or hardware()
+    hw = hardware()
     return f"{hw['cpu']}, {hw['torch_threads']} thread(s), {hw['device']}"
 
 
@@ -233,7 +233,8 @@ def write(b, argv: list[str]) -> Path:
           "- trainings by commit: " + ", ".join(f"`{c[:12]}` ({n})" for c, n in by_commit.most_common()),
           "- trainings by hardware (tokens/s compare only within one): "
           + ", ".join(f"{m} ({n})" for m, n in by_machine.most_common()),
-          f"- hardware of this invocation: {hw['cpu']}, {hw['usable_cores']} usable of {hw['cores']} cores, device {hw['device']}, "
+          f"- hardware of this invocation: {hw['cpu']}, {hw['usable_cores']} usable of {hw['cores']} cores, "
+          f"device {hw['device']}, "
           f"torch {hw['torch']} ({hw['torch_threads']} threads, OMP_NUM_THREADS={hw['OMP_NUM_THREADS']}), "
           f"Python {hw['python']}",
           "- metrics: NER entity-level F1 (seqeval strict IOB2), RE micro-F1 over non-None relations; "

@@ -34,7 +34,7 @@ from pathlib import Path
 from .claims import take_claim
 from .errors import CotpdError
 from .io import read_json, read_jsonl, write_json
-from .params import Layout, dataset_params, find_root, load_params, params_hash
+from .params import Layout, apply_set, dataset_params, find_root, load_params, params_hash
 from .pipeline import VARIANTS
 
 log = logging.getLogger("cotpd.bench")
@@ -87,8 +87,10 @@ class Bench:
     def __init__(self, root: Path, out: Path, mode: str, seeds: int | None = None, datasets: list[str] | None = None,
                  data: Path | None = None, budget_min: float | None = None, log_models: bool = False,
                  speed: bool = True, rebuild: bool = False, variants: list[str] | None = None,
-                 groups: list[str] | None = None, fresh: bool = False, report_only: bool = False):
+                 groups: list[str] | None = None, fresh: bool = False, report_only: bool = False,
+                 overrides: dict | None = None):
         self.root, self.out, self.mode = root, out, mode
+        self.overrides = overrides or {}  # --set: win over params.yaml, the mode and dataset overrides
         self.cfg = copy.deepcopy(MODES[mode])
         self.seeds = seeds or self.cfg["seeds"]
         self.datasets = datasets or self.cfg["datasets"]
@@ -132,7 +134,7 @@ class Bench:
             params["datasets"][ds]["overrides"] = over
             over["train"] = {**(over.get("train") or {}), **self.cfg["train"],
                              **(self.cfg.get("train_by_dataset") or {}).get(ds, {})}
-        return params
+        return apply_set(params, self.overrides)
 
     def prepare(self) -> None:
         """Run the upstream stages whose output is missing in the work folder."""
@@ -296,7 +298,8 @@ class Bench:
                 "best_epoch": res.best_epoch, "seconds": round(time.perf_counter() - t0, 1),
                 "model_dir": str(model_dir) if model_dir.exists() else None,
                 "mlflow_run_id": tr.run_id, "mlflow_url": tr.url, "config_hash": chash,
-                "git_commit": self.commit, "hardware": bench_report.machine_label()}
+                "git_commit": self.commit, "hardware": bench_report.machine_label(),
+                "overrides": self.overrides}
 
     def estimate(self, spec: RunSpec) -> float:
         """Expected seconds of a training from the main-grid runs of the same dataset and variant
@@ -366,16 +369,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--groups", nargs="+", choices=("main", "fraction", "ablation"), default=None,
                    help="train only these parts of the grid now")
     p.add_argument("--fresh", action="store_true", help="retrain even where <out>/runs/done holds a result")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a params.yaml entry for every training, e.g. --set train.epochs=6 "
+                        "(the config hash changes, so give such a grid its own --out)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the report from the saved results (e.g. of parallel invocations)")
     args = p.parse_args(argv)
+    from .cli import parse_set  # cli loads bench lazily, so no import cycle
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         root = (args.root or find_root()).resolve()
         out = args.out if args.out.is_absolute() else (Path.cwd() / args.out)
         bench = Bench(root, out.resolve(), args.mode or "quick", args.seeds, args.datasets,
                       args.data.resolve() if args.data else None, args.budget_min, args.log_models, args.speed,
-                      args.rebuild, args.variants, args.groups, args.fresh, args.report_only)
+                      args.rebuild, args.variants, args.groups, args.fresh, args.report_only,
+                      parse_set(args.set))
         report = bench.run(argv)
     except CotpdError as exc:
         print(f"cotpd bench: error: {exc}", file=sys.stderr)

@@ -185,6 +185,14 @@ def _rows(records: list[dict], **match) -> list[dict]:
     return [r for r in records if all(r.get(k) == v for k, v in match.items())]
 
 
+def _set_label(over: dict | None, prefix: str = "") -> str:
+    """{"train": {"epochs": 6}} -> "train.epochs=6"; none -> "none" (params.yaml as committed)."""
+    items = []
+    for k, v in sorted((over or {}).items()):
+        items += [_set_label(v, f"{prefix}{k}.")] if isinstance(v, dict) else [f"{prefix}{k}={v}"]
+    return ", ".join(i for i in items if i) if items else ("" if prefix else "none")
+
+
 def _mode_line(b) -> str:
     cfg = b.cfg
     parts = [f"{b.seeds} seed(s) for the main grid; data-efficiency and ablation runs use the first seed"]
@@ -220,6 +228,7 @@ def write(b, argv: list[str]) -> Path:
     command = "cotpd bench " + " ".join(argv)
     by_commit = Counter(r.get("git_commit") or "unknown" for r in recs)
     by_machine = Counter(r.get("hardware") or "not recorded" for r in recs)
+    by_set = Counter(_set_label(r.get("overrides")) for r in recs)
     reused = len(getattr(b, "reused", []))
     train_min = sum(r.get("seconds") or 0 for r in recs) / 60
     L = [f"# cotpd benchmark results ({b.mode} mode)", ""]
@@ -231,6 +240,7 @@ def write(b, argv: list[str]) -> Path:
           f"{reused} reused from earlier invocations, {len(b.skipped)} skipped); "
           f"{train_min:.1f} min of training behind the reported runs",
           "- trainings by commit: " + ", ".join(f"`{c[:12]}` ({n})" for c, n in by_commit.most_common()),
+          "- trainings by `--set` overrides of params.yaml: " + ", ".join(f"{o} ({n})" for o, n in by_set.most_common()),
           "- trainings by hardware (tokens/s compare only within one): "
           + ", ".join(f"{m} ({n})" for m, n in by_machine.most_common()),
           f"- hardware of this invocation: {hw['cpu']}, {hw['usable_cores']} usable of {hw['cores']} cores, "

@@ -41,7 +41,7 @@ def throughput_comparison(samples: Sequence[Sample], task: str, labels: list[str
 def main(argv: list[str] | None = None) -> int:
     from .cli import parse_set
     from .model.corpus import load_corpus
-    from .params import deep_merge, find_root, load_params
+    from .params import apply_set, find_root, load_params
     from .train import train_and_evaluate, training_parser
 
     p = training_parser("python -m cotpd.bench_student", __doc__)
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = (args.root or find_root()).resolve()
-    params = deep_merge(load_params(root), parse_set(args.set))
+    params = apply_set(load_params(root), parse_set(args.set))
     if args.throughput:
         c = load_corpus(args.dataset, root, params, args.seed)
         out = throughput_comparison(c.train[: args.throughput], c.task, c.labels, args.variant, c.dparams["train"],

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from .errors import CotpdError
-from .params import deep_merge, find_root, load_params
+from .params import apply_set, find_root, load_params
 from .pipeline import STAGES, VARIANTS, run_all, run_stage
 
 STAGE_HELP = {
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         root = (args.root or find_root()).resolve()
-        params = deep_merge(load_params(root), parse_set(args.set))
+        params = apply_set(load_params(root), parse_set(args.set))
         if args.command == "run":
             datasets = args.dataset or params["pipeline"]["datasets"]
             summary = run_all(datasets, root, params, stages=args.stages)

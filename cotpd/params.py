@@ -49,6 +49,19 @@ def load_params(root: str | Path | None = None, path: str | Path | None = None) 
     return params
 
 
+def apply_set(params: dict, over: dict) -> dict:
+    """params with command-line `--set` overrides applied. They are the last word: they also go into
+    every dataset's `overrides`, which would otherwise win (`--set train.epochs=6` on mnre, whose
+    overrides say 4). `--set datasets.<key>...` edits one dataset as written."""
+    out = deep_merge(params, over)
+    sections = {k: v for k, v in (over or {}).items() if k != "datasets"}
+    if sections:
+        for ds in out["datasets"].values():
+            if isinstance(ds, dict) and ds.get("overrides"):
+                ds["overrides"] = deep_merge(ds["overrides"], sections)
+    return out
+
+
 def dataset_params(params: dict, dataset: str) -> dict:
     """The params a stage sees for one dataset: the global sections with its `overrides` merged in."""
     if dataset not in params["datasets"]:

@@ -251,7 +251,7 @@ def training_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """`python -m cotpd.train` (and torchrun): train one variant of one prepared dataset."""
     from .cli import parse_set
-    from .params import deep_merge, find_root, load_params
+    from .params import apply_set, find_root, load_params
 
     p = training_parser("python -m cotpd.train", __doc__)
     p.add_argument("--model-dir", type=Path, default=None)
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = (args.root or find_root()).resolve()
-    params = deep_merge(load_params(root), parse_set(args.set))
+    params = apply_set(load_params(root), parse_set(args.set))
     res = train_and_evaluate(args.dataset, args.variant, params, root, args.seed, model_dir=args.model_dir,
                              evaluate_test=not args.no_test)
     if dist_env()[0] == 0:

@@ -108,6 +108,12 @@ def test_quick_mode_params_and_data_path(tmp_path):
     tw, mnre = (dataset_params(b.params, ds)["train"] for ds in ("twitter2015", "mnre"))
     assert (tw["epochs"], tw["max_length"], mnre["epochs"], mnre["max_length"]) == (2, 48, 2, 64)
     assert b.seeds == 1 and b.work == tmp_path / "out" / "runs"
+    # --set wins over the mode and over each dataset's own overrides, and so changes the config hash
+    longer = bench.Bench(REPO, tmp_path / "out", "quick", data=tmp_path / "data", overrides={"train": {"epochs": 6}})
+    assert [dataset_params(longer.params, ds)["train"]["epochs"] for ds in ("twitter2015", "mnre")] == [6, 6]
+    assert dataset_params(longer.params, "mnre")["train"]["max_length"] == 64  # the rest of the mode stays
+    spec = bench.RunSpec("mnre", "cotpd", 13)
+    assert longer.spec_params(spec)[2] != b.spec_params(spec)[2]
     # the time guard: a run expected to pass the budget is not started
     b.budget_s, b.records = 100.0, [{"dataset": "mnre", "variant": "cotpd", "group": "main", "seconds": 80.0}]
     assert b.estimate(bench.RunSpec("mnre", "cotpd", 13, "fraction", "50%", fraction=0.5)) == 40.0
@@ -154,6 +160,12 @@ def test_resumed_grid_reuses_saved_results_and_retrains_on_new_params(project):
     assert bench.main(argv + ["--variants", "baseline", "--fresh"]) == 0
     fourth = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert fourth["reused"] == [] and fourth["runs"][0]["mlflow_run_id"] != third["runs"][0]["mlflow_run_id"]
+    assert fourth["runs"][0]["overrides"] == {}
+    # --set: another configuration (retrained), and each record says which overrides it ran with
+    assert bench.main(argv + ["--variants", "baseline", "--set", "train.batch_size=4"]) == 0
+    fifth = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert fifth["reused"] == [] and fifth["runs"][0]["overrides"] == {"train": {"batch_size": 4}}
+    assert "`--set` overrides of params.yaml: train.batch_size=4 (1)" in (out / "README.md").read_text(encoding="utf-8")
 
 
 def test_commit_label_ignores_the_report_folder(tmp_path):

@@ -34,7 +34,7 @@ from pathlib import Path
 from .claims import take_claim
 from .errors import CotpdError
 from .io import read_json, read_jsonl, write_json
-from .params import Layout, apply_set, dataset_params, find_root, load_params, params_hash
+from .params import Layout, apply_set, dataset_params, find_root, load_params, params_hash, parse_set
 from .pipeline import VARIANTS
 
 log = logging.getLogger("cotpd.bench")
@@ -375,8 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the report from the saved results (e.g. of parallel invocations)")
     args = p.parse_args(argv)
-    from .cli import parse_set  # cli loads bench lazily, so no import cycle
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         root = (args.root or find_root()).resolve()

@@ -39,9 +39,8 @@ def throughput_comparison(samples: Sequence[Sample], task: str, labels: list[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import parse_set
     from .model.corpus import load_corpus
-    from .params import apply_set, find_root, load_params
+    from .params import apply_set, find_root, load_params, parse_set
     from .train import train_and_evaluate, training_parser
 
     p = training_parser("python -m cotpd.bench_student", __doc__)

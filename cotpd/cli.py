@@ -8,10 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
-
 from .errors import CotpdError
-from .params import apply_set, find_root, load_params
+from .params import apply_set, find_root, load_params, parse_set
 from .pipeline import STAGES, VARIANTS, run_all, run_stage
 
 STAGE_HELP = {
@@ -30,21 +28,6 @@ EXTERNAL = {
     "bench": ("cotpd.bench", "run the benchmark grid on real data and write results/README.md"),
     "bench-llm": ("cotpd.llm.bench", "benchmark the LLM client against a local test server"),
 }
-
-
-def parse_set(items: list[str]) -> dict:
-    """`--set train.epochs=2 --set llm.mode=record` -> nested dict (values parsed as YAML)."""
-    out: dict = {}
-    for item in items or []:
-        if "=" not in item:
-            raise CotpdError(f"--set expects key.path=value, got {item!r}")
-        key, value = item.split("=", 1)
-        node = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
-    return out
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -49,6 +49,21 @@ def load_params(root: str | Path | None = None, path: str | Path | None = None) 
     return params
 
 
+def parse_set(items: list[str]) -> dict:
+    """`--set train.epochs=2 --set llm.mode=record` -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key.path=value, got {item!r}")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
 def apply_set(params: dict, over: dict) -> dict:
     """params with command-line `--set` overrides applied. They are the last word: they also go into
     every dataset's `overrides`, which would otherwise win (`--set train.epochs=6` on mnre, whose

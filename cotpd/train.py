@@ -250,8 +250,7 @@ def training_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m cotpd.train` (and torchrun): train one variant of one prepared dataset."""
-    from .cli import parse_set
-    from .params import apply_set, find_root, load_params
+    from .params import apply_set, find_root, load_params, parse_set
 
     p = training_parser("python -m cotpd.train", __doc__)
     p.add_argument("--model-dir", type=Path, default=None)

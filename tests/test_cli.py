@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from cotpd.cli import main, parse_set
+from cotpd.cli import main
 from cotpd.errors import CotpdError
+from cotpd.params import parse_set
 from cotpd.pipeline import STAGES
 
 

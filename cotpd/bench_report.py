@@ -218,6 +218,12 @@ def commit_label(root: Path, out: Path | None = None) -> str:
     return git_commit(root) + (" (with uncommitted changes)" if dirty else "")
 
 
+def short_commit(label: str) -> str:
+    """A commit label with its hash cut to 12 digits and its "(with uncommitted changes)" mark kept."""
+    sha, _, mark = label.partition(" ")
+    return f"{sha[:12]} {mark}" if mark else sha[:12]
+
+
 def write(b, argv: list[str]) -> Path:
     from . import plots
 
@@ -239,7 +245,7 @@ def write(b, argv: list[str]) -> Path:
           f"- wall time: {b.wall_s / 60:.1f} min this invocation ({len(recs) - reused} trainings, "
           f"{reused} reused from earlier invocations, {len(b.skipped)} skipped); "
           f"{train_min:.1f} min of training behind the reported runs",
-          "- trainings by commit: " + ", ".join(f"`{c[:12]}` ({n})" for c, n in by_commit.most_common()),
+          "- trainings by commit: " + ", ".join(f"`{short_commit(c)}` ({n})" for c, n in by_commit.most_common()),
           "- trainings by `--set` overrides of params.yaml: " + ", ".join(f"{o} ({n})" for o, n in by_set.most_common()),
           "- trainings by hardware (tokens/s compare only within one): "
           + ", ".join(f"{m} ({n})" for m, n in by_machine.most_common()),

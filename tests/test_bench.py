@@ -191,6 +191,12 @@ def test_commit_label_ignores_the_report_folder(tmp_path):
     assert commit_label(tmp_path, tmp_path / "results").endswith("(with uncommitted changes)")
 
 
+def test_short_commit_keeps_the_uncommitted_mark():
+    sha = "ff5105c29ca9a3d955573f53c83c18babd79168c"
+    assert bench_report.short_commit(sha) == "ff5105c29ca9"
+    assert bench_report.short_commit(f"{sha} (with uncommitted changes)") == "ff5105c29ca9 (with uncommitted changes)"
+
+
 def test_one_seed_is_printed_without_a_spread():
     """One seed has no sample std: the table shows the value alone, never "± 0.00"."""
     from cotpd.bench_report import pm

@@ -190,7 +190,8 @@ def _set_label(over: dict | None, prefix: str = "") -> str:
     items = []
     for k, v in sorted((over or {}).items()):
         items += [_set_label(v, f"{prefix}{k}.")] if isinstance(v, dict) else [f"{prefix}{k}={v}"]
-    return ", ".join(i for i in items if i) if items else ("" if prefix else "none")
+    joined = ", ".join(i for i in items if i)  # an empty section ({"train": {}}) adds nothing
+    return joined or ("" if prefix else "none")
 
 
 def _mode_line(b) -> str:

@@ -69,11 +69,12 @@ def apply_set(params: dict, over: dict) -> dict:
     every dataset's `overrides`, which would otherwise win (`--set train.epochs=6` on mnre, whose
     overrides say 4). `--set datasets.<key>...` edits one dataset as written."""
     out = deep_merge(params, over)
-    sections = {k: v for k, v in (over or {}).items() if k != "datasets"}
-    if sections:
-        for ds in out["datasets"].values():
-            if isinstance(ds, dict) and ds.get("overrides"):
-                ds["overrides"] = deep_merge(ds["overrides"], sections)
+    for ds in out["datasets"].values():
+        own = (ds.get("overrides") or {}) if isinstance(ds, dict) else {}
+        # only the sections a dataset overrides can hide a --set; the rest reach it through the globals
+        hidden = {k: v for k, v in (over or {}).items() if k != "datasets" and k in own}
+        if hidden:
+            ds["overrides"] = deep_merge(own, hidden)
     return out
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .errors import ConfigError
 from .model.data import bucket_batches, collate
 from .metrics import evaluate
 from .model.infer import autocast, featurizer_for, to_device
@@ -62,11 +63,19 @@ def set_seed(seed: int) -> None:
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """train.device: auto (CUDA when this torch sees a GPU, else CPU) | cuda (this process's local
+    rank under torchrun) | cuda:N | cpu."""
+    name = str(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    if name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if not torch.cuda.is_available():  # else torch's own error comes late, from deep inside .to()
+        raise ConfigError(f"train.device is {name}, but this torch {torch.__version__} sees no CUDA device "
+                          "(a CPU build, or no driver): use device auto or cpu")
+    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
 
 
 def dist_env() -> tuple[int, int, int]:

@@ -10,6 +10,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import torch
 
+from cotpd.errors import ConfigError
 from cotpd.io import write_jsonl
 from cotpd.model import build_tiny_encoder, load_student, predict
 from cotpd.model.corpus import load_corpus
@@ -167,6 +168,14 @@ def test_cpu_device_and_bare_loop(tiny):
 
     dev = resolve_device("auto")
     assert dev.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu", local_rank=1) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="must be auto, cpu, cuda or cuda:N, got 'gpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():  # a clear error up front, not torch's from deep inside .to()
+        with pytest.raises(ConfigError, match="sees no CUDA device"):
+            resolve_device("cuda:0")
+    else:
+        assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
     with autocast(torch.device("cpu"), True):  # bf16 autocast is for CUDA only: CPU stays fp32
         assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
     st = build_student(tiny, "ner", ner_labels(TYPES), "cotpd", tparams(tiny))

@@ -4,12 +4,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import sys
-from pathlib import Path
 
 from .errors import CotpdError
-from .params import apply_set, find_root, load_params, parse_set
+from .args import common, params_of, root_of, setup_logging
 from .pipeline import STAGES, VARIANTS, run_all, run_stage
 
 STAGE_HELP = {
@@ -24,28 +22,24 @@ STAGE_HELP = {
 # subcommands that live in their own modules: name -> (module, help)
 EXTERNAL = {
     "sample": ("cotpd.sample", "write the embedded sample dataset"),
-    "predict": ("cotpd.predict", "predict entities / relations for text with a trained student"),
-    "bench": ("cotpd.bench", "run the benchmark grid on real data and write results/README.md"),
-    "bench-llm": ("cotpd.llm.bench", "benchmark the LLM client against a local test server"),
+    "predict": ("cotpd.serving.predict", "predict entities / relations for text with a trained student"),
+    "bench": ("cotpd.bench.grid", "run the benchmark grid on real data and write results/README.md"),
+    "bench-llm": ("cotpd.bench.llm", "benchmark the LLM client against a local test server"),
 }
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", type=Path, default=None, help="project root (default: nearest params.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a params.yaml entry for this run, e.g. --set llm.mode=record")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cotpd", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser = argparse.ArgumentParser(prog="cotpd", description=__doc__, parents=[common()])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("run", help="run every stage on the pipeline's datasets (the embedded sample by default)")
+    p = sub.add_parser("run", help="run every stage on the pipeline's datasets (the embedded sample by default)",
+                       parents=[common()])
     p.add_argument("--dataset", action="append", help="dataset key in params.yaml (repeatable)")
     p.add_argument("--stages", nargs="+", choices=list(STAGES), help="only these stages")
-    _common(p)
+    p = sub.add_parser("params", help="print the validated params a stage would see (defaults, overrides and "
+                                      "--set applied) as JSON", parents=[common()])
+    p.add_argument("--dataset", default=None, help="resolve one dataset's view (default: params.yaml as a whole)")
     for name in STAGES:
-        p = sub.add_parser(name, help=STAGE_HELP[name])
+        p = sub.add_parser(name, help=STAGE_HELP[name], parents=[common()])
         p.add_argument("--dataset", required=True, help="dataset key in params.yaml")
         if name == "train":
             p.add_argument("--variant", default="cotpd", choices=VARIANTS)
@@ -53,7 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--trained-on", metavar="DATASET", default=None,
                            help="cross-dataset: score the students trained on DATASET on this dataset's "
                                 "test split (entity types mapped through this dataset's type_map)")
-        _common(p)
     for name, (_, help_) in EXTERNAL.items():
         sub.add_parser(name, help=help_, add_help=False)
     return parser
@@ -62,17 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # external subcommands own their arguments
+    # external subcommands own their arguments (their modules load torch or mlflow: imported by name
+    # only when chosen, so `cotpd --help` stays fast)
     if argv and argv[0] in EXTERNAL:
         return int(importlib.import_module(EXTERNAL[argv[0]][0]).main(argv[1:]) or 0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args)
     try:
-        root = (args.root or find_root()).resolve()
-        params = apply_set(load_params(root), parse_set(args.set))
-        if args.command == "run":
-            datasets = args.dataset or params["pipeline"]["datasets"]
+        root, params = root_of(args), params_of(args)
+        if args.command == "params":
+            typed = params.dataset(args.dataset) if args.dataset else params.file
+            summary = typed.model_dump(mode="json", by_alias=True)
+        elif args.command == "run":
+            datasets = args.dataset or params.file.pipeline.datasets
             summary = run_all(datasets, root, params, stages=args.stages)
         else:
             kw = {"variant": args.variant} if args.command == "train" else {}

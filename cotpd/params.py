@@ -10,10 +10,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from pydantic import BaseModel, ValidationError
+
+from .config import DatasetParams, ParamsFile
 from .errors import ConfigError
 
 
@@ -35,7 +37,9 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_params(root: str | Path | None = None, path: str | Path | None = None) -> dict:
+def read_params(root: str | Path | None = None, path: str | Path | None = None) -> dict:
+    """params.yaml as written (a plain mapping, not yet validated): what the bench and tests edit
+    before handing it to `Params`."""
     root = Path(root) if root else find_root()
     path = Path(path) if path else root / "params.yaml"
     try:
@@ -47,6 +51,15 @@ def load_params(root: str | Path | None = None, path: str | Path | None = None) 
     if not isinstance(params, dict) or "datasets" not in params:
         raise ConfigError(f"{path}: expected a mapping with a 'datasets' section")
     return params
+
+
+def load_params(root: str | Path | None = None, path: str | Path | None = None,
+                sets: list[str] | None = None) -> "Params":
+    """params.yaml with the command line's `--set KEY=VALUE` applied, validated once."""
+    root = Path(root) if root else find_root()
+    path = Path(path) if path else root / "params.yaml"
+    source = f"{path} with --set {' '.join(sets)}" if sets else str(path)
+    return Params(apply_set(read_params(root, path), parse_set(sets or [])), source=source)
 
 
 def parse_set(items: list[str]) -> dict:
@@ -78,8 +91,8 @@ def apply_set(params: dict, over: dict) -> dict:
     return out
 
 
-def dataset_params(params: dict, dataset: str) -> dict:
-    """The params a stage sees for one dataset: the global sections with its `overrides` merged in."""
+def resolve_dataset(params: dict, dataset: str) -> dict:
+    """One dataset's view as a plain mapping: the global sections with its `overrides` merged in."""
     if dataset not in params["datasets"]:
         raise ConfigError(f"unknown dataset {dataset!r}; params.yaml defines {sorted(params['datasets'])}")
     ds = params["datasets"][dataset]
@@ -88,8 +101,108 @@ def dataset_params(params: dict, dataset: str) -> dict:
     return merged
 
 
-def params_hash(params: dict) -> str:
-    """A short stable hash of resolved params (logged to MLflow so runs can be grouped)."""
+# --- errors that name the key -------------------------------------------------------------------
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The section model at a key path (to list the keys it takes)."""
+    for key in loc:
+        field = model.model_fields.get(key) or next(
+            (f for f in model.model_fields.values() if f.alias == key), None)
+        if field is None:
+            return None
+        ann, model = field.annotation, None
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+            elif isinstance(getattr(cand, "__args__", None), tuple):  # dict[str, Model]
+                model = next((a for a in cand.__args__ if isinstance(a, type) and issubclass(a, BaseModel)), model)
+        if model is None:
+            return None
+    return model
+
+
+def _key_path(loc: tuple) -> tuple:
+    """A pydantic error location without its union-member tags (`str`, `SplitFiles`, `literal[...]`)."""
+    return tuple(x for x in loc if not (isinstance(x, str) and (x in _TYPE_TAGS or x[:1].isupper() or "[" in x)))
+
+
+def validate(model: type[BaseModel], raw: dict, source: str, overrides: dict | None = None,
+             dataset: str | None = None) -> BaseModel:
+    """`model` validated from `raw`; a ConfigError naming each bad key path and what it expects.
+    For a dataset's resolved view, a key that came from its `overrides` is named as such."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = _key_path(err["loc"])
+            where = ".".join(map(str, loc))
+            if dataset is not None:
+                if loc[:1] == ("dataset",):
+                    where = ".".join(map(str, ("datasets", dataset, *loc[1:])))
+                elif _has_path(overrides or {}, loc):
+                    where = f"datasets.{dataset}.overrides.{where}"
+            if err["type"] == "extra_forbidden":
+                sect = _model_at(model, loc[:-1]) if len(loc) > 1 else model
+                keys = sorted(f.alias or k for k, f in sect.model_fields.items()) if sect else []
+                lines.append(f"{where}: unknown key" + (f" (allowed: {', '.join(keys)})" if keys else ""))
+            else:
+                lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{source}: invalid params:\n  " + "\n  ".join(dict.fromkeys(lines))) from None
+
+
+def _has_path(tree: dict, loc: tuple) -> bool:
+    for key in loc:
+        if not isinstance(tree, dict) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
+
+
+class Params:
+    """Validated params: the typed file (`.file`) and every dataset's typed resolved view. `.raw` is
+    the mapping it was built from (hashed for the bench, logged to MLflow)."""
+
+    def __init__(self, raw: dict, source: str = "params.yaml"):
+        if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), dict):
+            raise ConfigError(f"{source}: expected a mapping with a 'datasets' section")
+        self.raw, self.source = raw, source
+        self.file: ParamsFile = validate(ParamsFile, raw, source)
+        self.views: dict[str, DatasetParams] = {
+            name: validate(DatasetParams, resolve_dataset(raw, name), source,
+                           overrides=(raw["datasets"][name] or {}).get("overrides") or {}, dataset=name)
+            for name in raw["datasets"]}
+
+    def dataset(self, name: str) -> DatasetParams:
+        if name not in self.views:
+            raise ConfigError(f"unknown dataset {name!r}; {self.source} defines {sorted(self.views)}")
+        return self.views[name]
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(self.views)
+
+
+def as_params(params: "Params | dict | None", root: str | Path | None = None) -> Params:
+    """A `Params` from a `Params` (as is), a params mapping (validated now) or None (params.yaml)."""
+    if isinstance(params, Params):
+        return params
+    return load_params(root) if params is None else Params(params)
+
+
+def dataset_params(params: "Params | dict", dataset: str) -> DatasetParams:
+    """The typed params a stage sees for one dataset."""
+    return as_params(params).dataset(dataset)
+
+
+def params_hash(params: dict | BaseModel) -> str:
+    """A short stable hash of resolved params (logged to MLflow so runs can be grouped). A model is
+    hashed as written (its set fields), so the hash of a params.yaml entry does not move when the
+    schema gains a key with a default."""
+    if isinstance(params, BaseModel):
+        params = params.model_dump(mode="json", by_alias=True, exclude_unset=True)
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -129,6 +242,11 @@ class Layout:
         return self.base / "rejected.jsonl"
 
     @property
+    def data_docs(self) -> Path:
+        """The Great Expectations Data Docs site of the augmented set (open index.html)."""
+        return self.base / "data_docs"
+
+    @property
     def quarantine(self) -> Path:
         """Rows that failed the Great Expectations suite, each with the expectation that failed."""
         return self.base / "quarantine.jsonl"
@@ -157,11 +275,11 @@ class Layout:
     def metrics_summary(self) -> Path:
         return self.base / "metrics.json"
 
-    def resolve_input(self, params: dict, rel: str | None) -> Path | None:
+    def resolve_input(self, dp: DatasetParams, rel: str | None) -> Path | None:
         """A dataset input path: relative entries are relative to the dataset's `root`."""
         if rel is None:
             return None
-        ds_root = Path(params["dataset"]["root"])
+        ds_root = Path(dp.dataset.root)
         ds_root = ds_root if ds_root.is_absolute() else self.root / ds_root
         p = Path(rel)
         return p if p.is_absolute() else ds_root / p

@@ -10,9 +10,11 @@ import matplotlib
 matplotlib.use("Agg")  # headless: CI, Dagster workers, the MLflow server host
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .io import atomic_write  # noqa: E402
+
 
 def _f1(v) -> float:
-    """{"f1": x, ...} or a bare x, a fraction in [0, 1] as cotpd.metrics reports it -> percent."""
+    """{"f1": x, ...} or a bare x, a fraction in [0, 1] as cotpd.training.evaluate reports it -> percent."""
     return 100.0 * float(v["f1"] if isinstance(v, Mapping) else v)
 
 
@@ -84,12 +86,36 @@ def f1_vs_fraction(series: Mapping[str, Sequence[tuple[float, float, float]]], t
     return fig
 
 
+def f1_vs_fraction_panels(panels: Mapping[str, Mapping[str, Sequence[tuple[float, float, float]]]],
+                          title: str = "test F1 against training data"):
+    """`f1_vs_fraction` side by side, one panel per dataset: {dataset: {variant: [(fraction, mean, std)]}}."""
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.0 * max(1, len(panels)), 3.8), squeeze=False)
+    for ax, (name, series) in zip(axes[0], panels.items()):
+        for label, points in series.items():
+            pts = sorted(points)
+            ax.errorbar([p[0] * 100 for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                        marker="o", capsize=3, label=label)
+        ax.set_xscale("log")  # 10, 25, 50, 100 %: the low-data end is where the claim lives
+        ax.set_xticks([10, 25, 50, 100], labels=["10", "25", "50", "100"])
+        ax.set_xlabel("training data (%)")
+        ax.set_ylabel("test F1 (%)")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, path: str | Path) -> Path:
     """Write a PNG (atomically: temp file then rename) and close the figure."""
-    from .io import atomic_write
-
     path = Path(path)
     with atomic_write(path, "wb", encoding=None) as fh:
         fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
+    close(fig)
     return path
+
+
+def close(fig) -> None:
+    """Free a figure's memory (pyplot keeps every open figure alive)."""
+    plt.close(fig)

@@ -70,6 +70,17 @@ class ReSample:
 Sample = Union[NerSample, ReSample]
 
 
+def iob2_labels(entity_types: Iterable[str]) -> list[str]:
+    """The IOB2 label list of a set of entity types: O first, then B-/I- per type, in the given order
+    (a model's output layer follows this order, so it is part of a trained student)."""
+    return ["O"] + [f"{p}-{t}" for t in entity_types for p in ("B", "I")]
+
+
+def iob2_types(labels: Iterable[str]) -> list[str]:
+    """The entity types named in IOB2 labels, sorted (the inverse of `iob2_labels`, up to order)."""
+    return sorted({lab[2:] for lab in labels if lab != "O"})
+
+
 def to_dict(sample: Sample) -> dict:
     d = asdict(sample)
     d["task"] = sample.task

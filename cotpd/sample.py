@@ -21,6 +21,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from .args import common, setup_logging
 from .io import atomic_write
 
 SAMPLE_DIR = Path(__file__).parent / "sample"
@@ -237,10 +238,12 @@ def write(out: Path, seed: int = 13) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cotpd sample", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     parents=[common(params=False)])
     parser.add_argument("--out", type=Path, default=SAMPLE_DIR, help=f"output folder (default {SAMPLE_DIR})")
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args(argv)
+    setup_logging(args)
     counts = write(args.out, args.seed)
     print(f"wrote {counts['text_files']} text files and {counts['images']} images under {args.out}")
     return 0

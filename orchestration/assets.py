@@ -8,15 +8,14 @@ compares this graph with dvc.yaml's.
 # no `from __future__ import annotations`: Dagster reads the context/resource annotations at decoration
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
-from dagster import (AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, StaticPartitionsDefinition,
+from dagster import (AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, StaticPartitionsDefinition,
                      asset)
 
-from cotpd.params import Layout, dataset_params
-from cotpd.pipeline import DEPENDS, STAGES, run_stage
+from cotpd.params import Layout, Params, as_params
+from cotpd.pipeline import DEPENDS, PACKAGE_ROOT, STAGES, code_hash, run_stage
 from cotpd.prompts import prompts_version, stage_prompts
 
 from . import metadata as md
@@ -37,59 +36,70 @@ GPU_TAGS = {"dagster-celery/queue": "gpu",
 VARIANT_ASSETS = {"baseline": "baseline_model", "cotpd": "distilled_model"}
 
 
-def _params() -> dict:
-    return ProjectResource().params()
+def _params() -> Params:
+    return as_params(ProjectResource().params())
 
 
-def dataset_keys(params: dict | None = None) -> list[str]:
+def dataset_keys(params: Params | None = None) -> list[str]:
     """Every dataset of params.yaml: one partition each (add a dataset there, it appears here)."""
-    return list((params or _params())["datasets"])
+    return (params or _params()).datasets
 
 
 DATASETS = StaticPartitionsDefinition(dataset_keys())
+# one model asset per params.yaml train.variants entry, as dvc.yaml has one train stage per variant
+VARIANTS = list(_params().file.train.variants)
+
+
+def variant_asset(variant: str) -> str:
+    """The asset name of a trained variant (the paper's two rows keep their established names)."""
+    return VARIANT_ASSETS.get(variant, f"{variant}_model")
 
 
 def upstream(stage: str) -> list[str]:
-    """Asset names of a stage's upstream stages (train stands for both model assets)."""
+    """Asset names of a stage's upstream stages (train stands for every model asset)."""
     names = []
     for s in DEPENDS[stage]:
-        names += list(VARIANT_ASSETS.values()) if s == "train" else [STAGES[s][1]]
+        names += [variant_asset(v) for v in VARIANTS] if s == "train" else [STAGES[s][1]]
     return names
 
 
-def code_version(stage: str, prompt_dir: str | Path | None = None) -> str:
-    """Hash of the stage's module and of the prompt files it reads: editing either marks the asset
-    stale in the Dagster UI ("new code version"); once re-materialized with new content (a new data
-    version, `content_version`), its dependents turn stale in turn."""
-    h = hashlib.sha256(Path(importlib.util.find_spec(STAGES[stage][0]).origin).read_bytes())
+def code_version(stage: str, prompt_dir: str | Path | None = None, root: str | Path = PACKAGE_ROOT) -> str:
+    """Hash of the code the stage depends on (cotpd.pipeline.code_deps, what dvc.yaml lists) and of the
+    prompt files it reads: editing either marks the asset stale in the Dagster UI ("new code
+    version"); once re-materialized with new content (a new data version, `content_version`), its
+    dependents turn stale in turn."""
+    h = hashlib.sha256(code_hash(stage, root).encode())
     names = stage_prompts(stage)
     if names:
         h.update(prompts_version(names, prompt_dir).encode())
     return h.hexdigest()[:12]
 
 
-def _captions_pool(params: dict) -> str | None:
+def _captions_pool(params: Params) -> str | None:
     """image_captions joins the LLM pool only where some dataset captions with the vision LLM."""
-    kinds = {dataset_params(params, ds)["captions"].get("captioner") for ds in params["datasets"]}
+    kinds = {params.dataset(ds).captions.captioner for ds in params.datasets}
     return LLM_POOL if "vision_llm" in kinds else None
 
 
-def materialize_stage(context: AssetExecutionContext, stage: str, project: ProjectResource, llm: LLMResource,
-                      captioner: CaptionerResource, mlflow: MLflowResource, variant: str | None = None) -> dict:
-    """Run one stage for the partition's dataset; return its summary dict."""
+def materialize_stage(context: AssetExecutionContext, stage: str, project: ProjectResource, *,
+                      llm: LLMResource | None = None, captioner: CaptionerResource | None = None,
+                      mlflow: MLflowResource | None = None, variant: str | None = None) -> dict:
+    """Run one stage for the partition's dataset with the resources the asset takes; return its summary."""
     ds = context.partition_key
     root = project.path()
-    params = resolved_params(project, llm, captioner, mlflow)
-    dparams = dataset_params(params, ds)
+    params = resolved_params(project, *(r for r in (llm, captioner, mlflow) if r is not None))
+    dparams = params.dataset(ds)
     kw: dict = {}
-    if stage in LLM_STAGES:
+    if llm is not None:
         kw.update(llm.stage_kwargs(stage, dparams, root))
-    if stage == "captions":
+    if captioner is not None:
         kw.update(captioner.stage_kwargs(stage, dparams, root))
     if stage == "train":
         kw["variant"] = variant
         kw["tracker"] = mlflow.tags(context.run.run_id, context.asset_key.to_user_string(), ds)
     context.log.info(f"[{ds}] stage {stage}{'@' + variant if variant else ''} under {root}")
+    if llm is None:
+        return run_stage(stage, ds, root, params, **kw)
     with llm.credentials():
         return run_stage(stage, ds, root, params, **kw)
 
@@ -124,10 +134,9 @@ _COMMON = dict(partitions_def=DATASETS, group_name=GROUP, kinds={"python"})
 
 
 @asset(**_COMMON, deps=upstream("prepare"), code_version=code_version("prepare"))
-def raw_dataset(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
-                captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
+def raw_dataset(context: AssetExecutionContext, project: ProjectResource) -> MaterializeResult:
     """The dataset's train/valid/test splits, read from their source format into JSONL records."""
-    summary = materialize_stage(context, "prepare", project, llm, captioner, mlflow)
+    summary = materialize_stage(context, "prepare", project)
     lay = _layout(context, project)
     return _result(summary, {"preview": md.preview(lay.raw("train"))}, (lay.raw_dir,))
 
@@ -135,64 +144,62 @@ def raw_dataset(context: AssetExecutionContext, project: ProjectResource, llm: L
 @asset(**_COMMON, deps=upstream("captions"), code_version=code_version("captions"),
        pool=_captions_pool(_params()), op_tags=LLM_TAGS if _captions_pool(_params()) else None)
 def image_captions(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
-                   captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
+                   captioner: CaptionerResource) -> MaterializeResult:
     """One caption per image the dataset references (precomputed, BLIP-2 or a vision LLM)."""
-    summary = materialize_stage(context, "captions", project, llm, captioner, mlflow)
+    summary = materialize_stage(context, "captions", project, llm=llm, captioner=captioner)
     lay = _layout(context, project)
     return _result(summary, {"preview": md.preview(lay.captions)}, (lay.captions,))
 
 
 @asset(**_COMMON, deps=upstream("knowledge"), code_version=code_version("knowledge"), pool=LLM_POOL, op_tags=LLM_TAGS)
-def cot_knowledge(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
-                  captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
+def cot_knowledge(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource) -> MaterializeResult:
     """Chain-of-thought knowledge from the LLM per sample: noun, sentence and multimodal grains."""
-    summary = materialize_stage(context, "knowledge", project, llm, captioner, mlflow)
+    summary = materialize_stage(context, "knowledge", project, llm=llm)
     cols = ["sample_id", "split", "grain", "text", "source"]
     lay = _layout(context, project)
     return _result(summary, {"preview": md.preview(lay.knowledge, cols)}, (lay.knowledge,))
 
 
 @asset(**_COMMON, deps=upstream("augment"), code_version=code_version("augment"), pool=LLM_POOL, op_tags=LLM_TAGS)
-def augmented_dataset(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
-                      captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
+def augmented_dataset(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource) -> MaterializeResult:
     """LLM-augmented training samples (style, entity, image) that passed the fact check and the suite."""
-    summary = materialize_stage(context, "augment", project, llm, captioner, mlflow)
+    summary = materialize_stage(context, "augment", project, llm=llm)
     lay = _layout(context, project)
     return _result(summary, {"preview": md.preview(lay.augmented), "rejected_preview": md.preview(lay.rejected)},
                    (lay.augmented,))
 
 
-def _model_result(context: AssetExecutionContext, project: ProjectResource, summary: dict,
-                  variant: str) -> MaterializeResult:
-    extra = {}
-    url = summary.get("mlflow_url") or summary.get("run_url")
-    if url:
-        extra["mlflow_run"] = MetadataValue.url(url)
-    lay = _layout(context, project)
-    return _result(summary, extra, (lay.model_dir(variant), lay.metrics(variant)))
+MODEL_DOCS = {
+    "baseline": "The student trained on the text alone (the paper's baseline row), tracked as an MLflow run.",
+    "knowledge": "The knowledge view alone (text + caption + CoT at inference), tracked as an MLflow run.",
+    "cotpd": "The CoTPD student: knowledge view distilled into the text-only prompt view, tracked in MLflow.",
+}
 
 
-@asset(**_COMMON, deps=upstream("train"), code_version=code_version("train"), pool=TRAIN_POOL, op_tags=GPU_TAGS)
-def baseline_model(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
-                   captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
-    """The student trained on the text alone (the paper's baseline row), tracked as an MLflow run."""
-    summary = materialize_stage(context, "train", project, llm, captioner, mlflow, "baseline")
-    return _model_result(context, project, summary, "baseline")
+def model_asset(variant: str) -> AssetsDefinition:
+    """The trained `variant` of the partition's dataset: one asset per train.variants entry."""
+
+    @asset(**_COMMON, name=variant_asset(variant), description=MODEL_DOCS[variant], deps=upstream("train"),
+           code_version=code_version("train"), pool=TRAIN_POOL, op_tags=GPU_TAGS)
+    def _model(context: AssetExecutionContext, project: ProjectResource, mlflow: MLflowResource) -> MaterializeResult:
+        summary = materialize_stage(context, "train", project, mlflow=mlflow, variant=variant)
+        extra = {}
+        url = summary.get("mlflow_url") or summary.get("run_url")
+        if url:
+            extra["mlflow_run"] = MetadataValue.url(url)
+        lay = _layout(context, project)
+        return _result(summary, extra, (lay.model_dir(variant), lay.metrics(variant)))
+
+    return _model
 
 
-@asset(**_COMMON, deps=upstream("train"), code_version=code_version("train"), pool=TRAIN_POOL, op_tags=GPU_TAGS)
-def distilled_model(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
-                    captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
-    """The CoTPD student: knowledge view distilled into the text-only prompt view, tracked in MLflow."""
-    summary = materialize_stage(context, "train", project, llm, captioner, mlflow, "cotpd")
-    return _model_result(context, project, summary, "cotpd")
+MODEL_ASSETS = {v: model_asset(v) for v in VARIANTS}
 
 
 @asset(**_COMMON, deps=upstream("evaluate"), code_version=code_version("evaluate"))
-def metrics(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
-            captioner: CaptionerResource, mlflow: MLflowResource) -> MaterializeResult:
+def metrics(context: AssetExecutionContext, project: ProjectResource) -> MaterializeResult:
     """Test-split precision, recall and F1 of every trained student, read from text alone."""
-    summary = materialize_stage(context, "evaluate", project, llm, captioner, mlflow)
+    summary = materialize_stage(context, "evaluate", project)
     lay = _layout(context, project)
     extra = {}
     plots = [Path(p) for p in summary.get("plots") or [] if Path(p).is_file()]
@@ -206,5 +213,4 @@ def metrics(context: AssetExecutionContext, project: ProjectResource, llm: LLMRe
     return _result(summary, extra, (lay.metrics_summary,))
 
 
-STAGE_ASSETS = [raw_dataset, image_captions, cot_knowledge, augmented_dataset, baseline_model, distilled_model,
-                metrics]
+STAGE_ASSETS = [raw_dataset, image_captions, cot_knowledge, augmented_dataset, *MODEL_ASSETS.values(), metrics]

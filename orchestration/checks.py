@@ -11,11 +11,11 @@ from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSev
                      asset_check)
 
 from cotpd.io import read_jsonl
-from cotpd.params import Layout, dataset_params
-from cotpd.validation import validate_augmented
+from cotpd.records import SPLITS
+from cotpd.params import Layout
 
 from . import metadata as md
-from .assets import DATASETS, augmented_dataset, baseline_model, distilled_model, image_captions, metrics, raw_dataset
+from .assets import DATASETS, MODEL_ASSETS, augmented_dataset, image_captions, metrics, raw_dataset
 from .resources import ProjectResource
 
 # checks are partitioned like their assets (a result per dataset); Dagster 1.13 calls that "preview"
@@ -33,7 +33,7 @@ def _layout(context: AssetCheckExecutionContext, project: ProjectResource) -> La
              "test have rows; each row has tokens")
 def raw_dataset_rows(context: AssetCheckExecutionContext, project: ProjectResource) -> AssetCheckResult:
     lay = _layout(context, project)
-    splits = dataset_params(project.params(), context.partition_key)["dataset"]["splits"]
+    splits = SPLITS  # the schema requires a file for each (config.SplitFiles)
     counts, empty_rows, with_image = {}, 0, 0
     for split in splits:
         path = lay.raw(split)
@@ -70,17 +70,24 @@ def image_captions_coverage(context: AssetCheckExecutionContext, project: Projec
 
 
 @asset_check(asset=augmented_dataset, partitions_def=DATASETS, blocking=True,
-             description="Great Expectations suite over the augmented samples (cotpd.validation): alignment, "
-             "label scheme, IOB2, entities preserved, fact check, no leakage, no duplicates")
+             description="Great Expectations suite over the augmented samples (cotpd.augment.validation): "
+             "alignment, label scheme, IOB2, entities preserved, fact check, no leakage, no duplicates; "
+             "the result names its Data Docs (index.html)")
 def augmented_dataset_expectations(context: AssetCheckExecutionContext, project: ProjectResource) -> AssetCheckResult:
+    # lazy: great_expectations and pandas take ~8 s to import, and every Dagster step process loads
+    # these definitions; only this check needs them
+    from cotpd.augment.validation import validate_augmented  # noqa: PLC0415
+
     report = validate_augmented(project.path(), context.partition_key, project.params())
     meta = {"rows": report.n_rows, "failed_rows": report.n_failed,
             "failed_expectations": md.value("failed", report.failed or ["none"]),
             "expectations": MetadataValue.md(md.md_table(
-                [{"check": r.name, "expectation": r.expectation, "success": r.success,
+                [{"check": r.name, "expectation": r.expectation, "column": r.column, "success": r.success,
                   "unexpected": r.unexpected_count} for r in report.results]))}
     if report.quarantine:
         meta["quarantine"] = MetadataValue.path(str(report.quarantine))
+    if report.data_docs:  # the suite and this run's result, rendered by Great Expectations
+        meta["data_docs"] = MetadataValue.path(report.data_docs)
     return AssetCheckResult(passed=bool(report.success), severity=AssetCheckSeverity.ERROR, metadata=meta)
 
 
@@ -117,7 +124,7 @@ def _variant_check(asset_def, variant: str):
     @asset_check(asset=asset_def, name=f"{asset_def.key.path[-1]}_finite_scores", partitions_def=DATASETS,
                  description=f"the saved {variant} checkpoint exists and its dev F1 is finite and within [0, 1]")
     def _check(context: AssetCheckExecutionContext, project: ProjectResource) -> AssetCheckResult:
-        # the checkpoint's config.json records the dev F1 it was kept for (cotpd.train)
+        # the checkpoint's config.json records the dev F1 it was kept for (cotpd.training.loop)
         return _finite_result(_layout(context, project).model_dir(variant) / "config.json", required=("dev_f1",))
 
     return _check
@@ -129,4 +136,4 @@ def metrics_finite(context: AssetCheckExecutionContext, project: ProjectResource
 
 
 CHECKS = [raw_dataset_rows, image_captions_coverage, augmented_dataset_expectations,
-          _variant_check(baseline_model, "baseline"), _variant_check(distilled_model, "cotpd"), metrics_finite]
+          *(_variant_check(a, v) for v, a in MODEL_ASSETS.items()), metrics_finite]

@@ -17,7 +17,8 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from cotpd.errors import ConfigError
-from cotpd.params import deep_merge, find_root, load_params
+from cotpd.config import DatasetParams
+from cotpd.params import Params, apply_set, find_root, read_params
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ class ProjectResource(ConfigurableResource):
             return PACKAGE_ROOT
 
     def params(self) -> dict:
-        return load_params(self.path())
+        return read_params(self.path())
 
 
 class LLMResource(ConfigurableResource):
@@ -77,7 +78,7 @@ class LLMResource(ConfigurableResource):
             else:
                 os.environ["OPENAI_API_KEY"] = old
 
-    def stage_kwargs(self, stage: str, dparams: dict, root: Path) -> dict[str, Any]:
+    def stage_kwargs(self, stage: str, dparams: DatasetParams, root: Path) -> dict[str, Any]:
         """Extra keyword arguments for a stage (default none: the stage builds its runner from params)."""
         return {}
 
@@ -90,7 +91,7 @@ class CaptionerResource(ConfigurableResource):
     def overrides(self) -> dict:
         return {"captions": {"captioner": self.kind}} if self.kind else {}
 
-    def stage_kwargs(self, stage: str, dparams: dict, root: Path) -> dict[str, Any]:
+    def stage_kwargs(self, stage: str, dparams: DatasetParams, root: Path) -> dict[str, Any]:
         return {}
 
 
@@ -110,14 +111,13 @@ class MLflowResource(ConfigurableResource):
                            "dagster_partition": partition})
 
 
-def resolved_params(project: ProjectResource, *resources) -> dict:
-    """params.yaml with every resource's overrides merged in (what the stage then sees)."""
+def resolved_params(project: ProjectResource, *resources) -> Params:
+    """params.yaml with every resource's overrides applied like a `--set` (so they also beat a
+    dataset's own overrides), validated once: what the stage then sees."""
     params = project.params()
     for res in resources:
-        over = res.overrides()
-        if over:
-            params = deep_merge(params, over)
-    return params
+        params = apply_set(params, res.overrides())
+    return Params(params)
 
 
 def default_resources() -> dict[str, ConfigurableResource]:

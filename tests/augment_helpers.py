@@ -1,10 +1,11 @@
 """Shared fixtures of the augment tests: hand-made samples and a fake LLM runner."""
 from __future__ import annotations
 
+from cotpd.config import LLMCfg
 from cotpd.llm.base import ChatResponse
 from cotpd.records import NerSample, ReSample, Span
 
-LLM_CFG = {"model": "fake", "temperature": 0.0, "max_tokens": 64, "seed": 0}
+LLM_CFG = LLMCfg(model="fake", temperature=0.0, max_tokens=64, seed=0)
 
 
 def user_text(req) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cotpd.params import load_params
+from cotpd.params import read_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # CI clones the repo with shared/ beside it, as on the dev machine (params.yaml says ../shared/data)
@@ -20,7 +20,7 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def _repo_params() -> dict:
-    return load_params(REPO_ROOT)
+    return read_params(REPO_ROOT)
 
 
 @pytest.fixture

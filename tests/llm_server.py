@@ -1,26 +1,32 @@
-"""Fixtures around the fake OpenAI-compatible server (cotpd/llm/testserver.py) for any test.
+"""Fixtures around the fake OpenAI-compatible server (cotpd_testing/fake_llm.py) for any test.
 
 Use in a test module (tests/ is on sys.path under pytest's default import mode):
 
     from llm_server import fake_llm, llm_params  # noqa: F401  (pytest fixtures)
 
     def test_x(fake_llm, llm_params, tmp_path):
-        runner = build_runner({"llm": llm_params}, tmp_path / "ledger.jsonl")
+        runner = build_runner(llm_cfg(llm_params, max_retries=1), tmp_path / "ledger.jsonl")
         fake_llm.fail_next("429", n=1, retry_after=0)
         ... fake_llm.chat_calls ...
 
 `fake_llm` is a fresh FakeLLMServer on 127.0.0.1 (free port) per test; set `fake_llm.responder`
 to a function body_dict -> answer text to control answers (default: "yes" to yes/no questions,
-else an echo of the prompt). `llm_params` is an `llm` params section pointing at it in record mode
-with fast retries and no progress bar.
+else an echo of the prompt). `llm_params` is an `llm` params section (a params.yaml mapping) pointing
+at it in record mode with fast retries and no progress bar; `llm_cfg` types one, with changes.
 """
 from __future__ import annotations
 
 import pytest
 
-from cotpd.llm.testserver import FakeLLMServer, default_responder, last_user_text, start_server
+from cotpd.config import LLMCfg
+from cotpd_testing.fake_llm import FakeLLMServer, default_responder, last_user_text, start_server
 
-__all__ = ["FakeLLMServer", "default_responder", "fake_llm", "last_user_text", "llm_params", "start_server"]
+__all__ = ["FakeLLMServer", "default_responder", "fake_llm", "last_user_text", "llm_cfg", "llm_params", "start_server"]
+
+
+def llm_cfg(raw: dict, **changes) -> LLMCfg:
+    """The typed `llm` section of a params mapping, with `changes` applied."""
+    return LLMCfg.model_validate({**raw, **changes})
 
 
 @pytest.fixture

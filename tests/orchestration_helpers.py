@@ -6,12 +6,15 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin"
+# the environment's tools (dagster, dvc, mlflow, torchrun) sit beside the interpreter running the
+# tests, whether it is .venv, a conda env or a venv that was never activated
+VENV_BIN = Path(sys.executable).parent
 # folders a checkout carries that the pipeline never reads (tests, docs, CI)
 SKIP_TOP = {"tests", "docs", ".ci", "results"}
 

@@ -5,6 +5,7 @@ import pytest
 
 from augment_helpers import FakeRunner, LLM_CFG, ner, ner_train, re_train, tweet_of, user_text
 from cotpd.augment import Context, augment_train
+from cotpd.config import AugmentCfg
 from cotpd.augment.common import first_answer_line, strict_yes
 from cotpd.augment.entity import inventory
 from cotpd.augment.labels import is_valid_iob2, spans_from_iob2, tokenize
@@ -13,8 +14,7 @@ from cotpd.augment.style import relabel
 
 def run(train, respond, captions=None, **types):
     runner = FakeRunner(respond)
-    cfg = {"seed": 5, "style": {"n": 0}, "entity": {"n": 0}, "image": {"n": 0}}
-    cfg.update(types)
+    cfg = AugmentCfg.model_validate({"seed": 5, "style": {"n": 0}, "entity": {"n": 0}, "image": {"n": 0}, **types})
     return augment_train(train, captions or {}, cfg, Context(llm=runner, llm_cfg=LLM_CFG, dataset="t")), runner
 
 

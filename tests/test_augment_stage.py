@@ -6,9 +6,10 @@ import re
 import pytest
 
 from augment_helpers import ner, ner_train, re_train
+from cotpd.augment import AugmentResult
 from cotpd.errors import CotpdError
 from cotpd.io import read_jsonl, write_jsonl
-from cotpd.llm.testserver import last_user_text
+from cotpd_testing.fake_llm import last_user_text
 from cotpd.params import Layout
 from cotpd.records import read_records, write_records
 from cotpd.stages import augment as stage
@@ -59,6 +60,8 @@ def test_stage_records_then_replays_and_validates(tmp_path, params, fake_llm, ll
     for r in rejected:  # every refusal keeps the LLM's own words
         assert r["reason"] and r["answers"]
     assert read_jsonl(layout.quarantine) == []
+    assert first["paths"]["data_docs"] == str(layout.base / "data_docs" / "index.html")
+    assert (layout.base / "data_docs" / "index.html").is_file()
     assert layout.ledger_for("augment").exists()
 
     # replay: the same run from the ledger alone, without the server
@@ -89,8 +92,6 @@ def test_validation_failure_blocks_after_quarantine(tmp_path, params, monkeypatc
     clean = stage.run("sample", tmp_path, params)  # all types off: no LLM needed, empty set passes
     assert clean["kept"] == 0 and clean["validation"]["success"] and clean["calls"] == 0
 
-    from cotpd.augment import AugmentResult
-
     def leaky(train_, captions, cfg, ctx):  # a bug that lets a valid sample through
         bad = ner(0, "Obama in Paris !!", "B-PER O B-LOC O", split="train")
         bad.id, bad.meta = "valid-0~style", {"origin": "valid-0", "origin_split": "valid", "aug": "style"}
@@ -101,3 +102,5 @@ def test_validation_failure_blocks_after_quarantine(tmp_path, params, monkeypatc
         stage.run("sample", tmp_path, params)
     q = read_jsonl(layout.quarantine)
     assert [r["id"] for r in q] == ["valid-0~style"] and "origin_in_train" in q[0]["failed"]
+    assert "expect_column_values_to_be_in_set" in q[0]["expectations"]
+    assert (layout.base / "data_docs" / "index.html").is_file()  # built for the failed run too

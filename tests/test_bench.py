@@ -6,6 +6,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import subprocess
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -13,11 +15,18 @@ import mlflow  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from cotpd import bench, bench_report, tracking  # noqa: E402
-from cotpd.io import write_jsonl  # noqa: E402
-from cotpd.params import Layout, load_params  # noqa: E402
+from cotpd.bench import grid as bench  # noqa: E402
+from cotpd.bench.args import BenchArgs  # noqa: E402
+from cotpd.bench.claims import take_claim  # noqa: E402
+from cotpd.bench.report import commit_label, pm, short_commit  # noqa: E402
+from cotpd.bench.spec import RunSpec  # noqa: E402
+from cotpd.bench.speed import machine_label  # noqa: E402
+from cotpd.errors import CotpdError  # noqa: E402
+from cotpd.io import read_json, write_json, write_jsonl  # noqa: E402
+from cotpd.params import Layout, dataset_params, load_params, read_params  # noqa: E402
 from cotpd.pipeline import run_stage  # noqa: E402
 from cotpd.records import read_records  # noqa: E402
+from cotpd.training import tracking  # noqa: E402
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -29,7 +38,7 @@ def project(tmp_path):
     grains for the NER sample (so the grain ablation has something to ablate), none for MNRE."""
     root, out = tmp_path / "project", tmp_path / "results"
     root.mkdir()
-    params = load_params(REPO)
+    params = read_params(REPO)
     for ds in ("sample", "sample_mnre"):
         params["datasets"][ds]["root"] = str(REPO / params["datasets"][ds]["root"])
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
@@ -86,7 +95,7 @@ def test_smoke_bench_writes_report_plots_and_runs(project):
     main = [r for r in runs if r["group"] == "main"]
     assert len(main) == 12 and len({r["seed"] for r in main}) == 2
     # every training is an MLflow run in the project's store, tagged with its bench group
-    tracking.setup(root, load_params(root)["tracking"])
+    tracking.setup(root, load_params(root).file.tracking)
     client = mlflow.tracking.MlflowClient()
     for r in runs[:3] + runs[-2:]:
         run = client.get_run(r["mlflow_run_id"])
@@ -99,25 +108,24 @@ def test_smoke_bench_writes_report_plots_and_runs(project):
 
 def test_quick_mode_params_and_data_path(tmp_path):
     """--data moves the real datasets; quick mode's reductions reach every dataset's train params."""
-    from cotpd.params import dataset_params
-
-    b = bench.Bench(REPO, tmp_path / "out", "quick", data=tmp_path / "data")
+    b = bench.Bench(REPO, tmp_path / "out", BenchArgs(mode="quick", data=tmp_path / "data"))
     assert b.params["datasets"]["twitter2015"]["root"] == str((tmp_path / "data" / "twitter2015").resolve())
     assert b.params["datasets"]["mnre"]["root"] == str((tmp_path / "data" / "mnre").resolve())
     assert b.params["datasets"]["sample"]["root"] == str(REPO / "cotpd" / "sample" / "mner")
-    tw, mnre = (dataset_params(b.params, ds)["train"] for ds in ("twitter2015", "mnre"))
-    assert (tw["epochs"], tw["max_length"], mnre["epochs"], mnre["max_length"]) == (2, 48, 2, 64)
+    tw, mnre = (dataset_params(b.params, ds).train for ds in ("twitter2015", "mnre"))
+    assert (tw.epochs, tw.max_length, mnre.epochs, mnre.max_length) == (2, 48, 2, 64)
     assert b.seeds == 1 and b.work == tmp_path / "out" / "runs"
     # --set wins over the mode and over each dataset's own overrides, and so changes the config hash
-    longer = bench.Bench(REPO, tmp_path / "out", "quick", data=tmp_path / "data", overrides={"train": {"epochs": 6}})
-    assert [dataset_params(longer.params, ds)["train"]["epochs"] for ds in ("twitter2015", "mnre")] == [6, 6]
-    assert dataset_params(longer.params, "mnre")["train"]["max_length"] == 64  # the rest of the mode stays
-    spec = bench.RunSpec("mnre", "cotpd", 13)
+    longer = bench.Bench(REPO, tmp_path / "out",
+                         BenchArgs(mode="quick", data=tmp_path / "data", overrides={"train": {"epochs": 6}}))
+    assert [dataset_params(longer.params, ds).train.epochs for ds in ("twitter2015", "mnre")] == [6, 6]
+    assert dataset_params(longer.params, "mnre").train.max_length == 64  # the rest of the mode stays
+    spec = RunSpec("mnre", "cotpd", 13)
     assert longer.spec_params(spec)[2] != b.spec_params(spec)[2]
     # the time guard: a run expected to pass the budget is not started
-    b.budget_s, b.records = 100.0, [{"dataset": "mnre", "variant": "cotpd", "group": "main", "seconds": 80.0}]
-    assert b.estimate(bench.RunSpec("mnre", "cotpd", 13, "fraction", "50%", fraction=0.5)) == 40.0
-    assert b.estimate(bench.RunSpec("mnre", "baseline", 13)) == 0.0
+    b.budget_s, b.result.records = 100.0, [{"dataset": "mnre", "variant": "cotpd", "group": "main", "seconds": 80.0}]
+    assert b.estimate(RunSpec("mnre", "cotpd", 13, "fraction", "50%", fraction=0.5)) == 40.0
+    assert b.estimate(RunSpec("mnre", "baseline", 13)) == 0.0
 
 
 @pytest.mark.timeout(300)
@@ -142,7 +150,7 @@ def test_resumed_grid_reuses_saved_results_and_retrains_on_new_params(project):
     text = (out / "README.md").read_text(encoding="utf-8")
     assert "| sample | cotpd |" in text and "1 reused from earlier invocations" in text
     assert re.search(r"trainings by commit: `\w+", text)
-    machine = bench_report.machine_label()  # each record says what it ran on; the report counts them
+    machine = machine_label()  # each record says what it ran on; the report counts them
     assert all(r["hardware"] == machine for r in second["runs"]) and f"{machine} (2)" in text
     assert bench.main(argv + ["--report-only"]) == 0  # trains nothing, the table from what is saved
     again = json.loads((out / "results.json").read_text(encoding="utf-8"))
@@ -170,10 +178,6 @@ def test_resumed_grid_reuses_saved_results_and_retrains_on_new_params(project):
 
 def test_commit_label_ignores_the_report_folder(tmp_path):
     """A report rewritten by an earlier invocation is not "uncommitted changes"; edited code is."""
-    import subprocess
-
-    from cotpd.bench_report import commit_label
-
     def git(*args):
         subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
                        check=True, capture_output=True)
@@ -193,14 +197,12 @@ def test_commit_label_ignores_the_report_folder(tmp_path):
 
 def test_short_commit_keeps_the_uncommitted_mark():
     sha = "ff5105c29ca9a3d955573f53c83c18babd79168c"
-    assert bench_report.short_commit(sha) == "ff5105c29ca9"
-    assert bench_report.short_commit(f"{sha} (with uncommitted changes)") == "ff5105c29ca9 (with uncommitted changes)"
+    assert short_commit(sha) == "ff5105c29ca9"
+    assert short_commit(f"{sha} (with uncommitted changes)") == "ff5105c29ca9 (with uncommitted changes)"
 
 
 def test_one_seed_is_printed_without_a_spread():
     """One seed has no sample std: the table shows the value alone, never "± 0.00"."""
-    from cotpd.bench_report import pm
-
     assert pm([0.742]) == "74.20"
     assert pm([0.7333, 0.7354, 0.7374]) == "73.54 ± 0.21"
     assert pm([None, 0.5]) == "50.00" and pm([None]) == "n/a"
@@ -209,28 +211,23 @@ def test_one_seed_is_printed_without_a_spread():
 def test_claims_keep_parallel_invocations_from_training_the_same_run(tmp_path):
     """Invocations sharing --out claim each training with an exclusive file: a claim of a live
     process is respected, one of a dead process on this host is taken over, another host's is kept."""
-    import socket
-    import subprocess
-
     claim = tmp_path / "done" / "x.claim"
-    assert bench.take_claim(claim) and json.loads(claim.read_text())["pid"] == os.getpid()
-    assert not bench.take_claim(claim)  # held (by a live process: this one)
+    assert take_claim(claim) and json.loads(claim.read_text())["pid"] == os.getpid()
+    assert not take_claim(claim)  # held (by a live process: this one)
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         claim.write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid}))
-        assert not bench.take_claim(claim)
+        assert not take_claim(claim)
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert bench.take_claim(claim)  # its process is gone: stale, taken over
+    assert take_claim(claim)  # its process is gone: stale, taken over
     claim.write_text(json.dumps({"host": "some-other-host", "pid": sleeper.pid}))
-    assert not bench.take_claim(claim)  # cannot check another host's process: respected
+    assert not take_claim(claim)  # cannot check another host's process: respected
 
 
 @pytest.mark.timeout(300)
 def test_a_claimed_training_is_left_to_its_invocation(project):
-    import subprocess
-
     root, out = project
     argv = ["--smoke", "--root", str(root), "--out", str(out), "--datasets", "sample", "--seeds", "1", "--no-speed",
             "--groups", "main", "--variants", "baseline", "cotpd"]
@@ -238,8 +235,6 @@ def test_a_claimed_training_is_left_to_its_invocation(project):
     done.mkdir(parents=True)
     other = subprocess.Popen(["sleep", "120"])  # stands for another invocation, busy with cotpd
     try:
-        import socket
-
         (done / "sample-main-cotpd-s13.claim").write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid}))
         assert bench.main(argv) == 0
         res = json.loads((out / "results.json").read_text(encoding="utf-8"))
@@ -258,21 +253,18 @@ def test_a_claimed_training_is_left_to_its_invocation(project):
 def test_committed_report_is_taken_back_into_a_fresh_work_folder(tmp_path):
     """A fresh clone has results.json (in git) but no runs/done (ignored): its records are saved back,
     reused where their params still hash the same, retrained where not; a broken record is named."""
-    from cotpd.errors import CotpdError
-    from cotpd.io import read_json, write_json
-
     out = tmp_path / "results"
-    b = bench.Bench(REPO, out, "smoke")
-    same, changed = bench.RunSpec("sample", "baseline", 13), bench.RunSpec("sample", "cotpd", 13)
+    b = bench.Bench(REPO, out, BenchArgs(mode="smoke"))
+    same, changed = RunSpec("sample", "baseline", 13), RunSpec("sample", "cotpd", 13)
     rec = {"dataset": "sample", "group": "main", "label": "", "seed": 13, "test_f1": 0.5}
     write_json(out / "results.json", {"runs": [
         {**rec, "variant": "baseline", "config_hash": b.spec_params(same)[2], "mlflow_run_id": "a"},
         {**rec, "variant": "cotpd", "config_hash": "params-of-another-day", "mlflow_run_id": "b"}]})
     assert b.adopt_report() == ["sample-main-baseline-s13", "sample-main-cotpd-s13"]
     assert read_json(b.done_dir / "sample-main-baseline-s13.json")["mlflow_run_id"] == "a"
-    assert b.reuse(same) and b.records[0]["test_f1"] == 0.5 and not b.reuse(changed)
+    assert b.reuse(same) and b.result.records[0]["test_f1"] == 0.5 and not b.reuse(changed)
     assert b.adopt_report() == []  # what runs/done holds (a newer result, say) is never overwritten
-    assert bench.Bench(REPO, out, "smoke", fresh=True).adopt_report() == []
+    assert bench.Bench(REPO, out, BenchArgs(mode="smoke", fresh=True)).adopt_report() == []
 
     write_json(out / "results.json", {"runs": [{"dataset": "sample", "variant": "cotpd"}]})
     (b.done_dir / "sample-main-cotpd-s13.json").unlink()

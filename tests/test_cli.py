@@ -30,17 +30,17 @@ def test_set_parses_nested_yaml_values():
 def test_set_wins_over_a_datasets_own_overrides():
     """mnre's overrides say epochs: 4; `--set train.epochs=6` must still reach it (it is the last word),
     while a `--set datasets.<key>...` edits that one dataset only."""
-    from cotpd.params import apply_set, dataset_params, load_params
+    from cotpd.params import apply_set, dataset_params, read_params
 
-    params = load_params()
-    assert dataset_params(params, "mnre")["train"]["epochs"] == 4
+    params = read_params()
+    assert dataset_params(params, "mnre").train.epochs == 4
     longer = apply_set(params, parse_set(["train.epochs=6"]))
-    assert {ds: dataset_params(longer, ds)["train"]["epochs"] for ds in ("mnre", "twitter2015", "sample")} == {
+    assert {ds: dataset_params(longer, ds).train.epochs for ds in ("mnre", "twitter2015", "sample")} == {
         "mnre": 6, "twitter2015": 6, "sample": 6}
-    assert dataset_params(longer, "mnre")["train"]["max_length"] == 96  # its other overrides stay
+    assert dataset_params(longer, "mnre").train.max_length == 96  # its other overrides stay
     one = apply_set(params, parse_set(["datasets.mnre.overrides.train.epochs=2"]))
-    assert dataset_params(one, "mnre")["train"]["epochs"] == 2 and dataset_params(one, "twitter2015")["train"]["epochs"] == 4
-    assert dataset_params(params, "mnre")["train"]["epochs"] == 4  # the input is not changed
+    assert dataset_params(one, "mnre").train.epochs == 2 and dataset_params(one, "twitter2015").train.epochs == 4
+    assert dataset_params(params, "mnre").train.epochs == 4  # the input is not changed
 
 
 def test_unknown_dataset_is_a_clear_error(repo_root, capsys):

@@ -29,7 +29,9 @@ def test_torchrun_two_cpu_processes(tmp_path):
     lay = Layout(tmp_path, "toy")
     for split, n in (("train", 16), ("valid", 4), ("test", 4)):
         write_records(lay.raw(split), samples(n, split))
-    params = {"seed": 7, "datasets": {"toy": {"task": "ner", "root": ".", "entity_types": ["PER", "LOC"]}},
+    toy = {"task": "ner", "format": "twitter_conll", "root": ".", "entity_types": ["PER", "LOC"],
+           "splits": {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}}  # prepared: never read
+    params = {"seed": 7, "pipeline": {"datasets": ["toy"]}, "datasets": {"toy": toy},
               "train": {"encoder": str(enc), "variants": ["cotpd"], "epochs": 1, "batch_size": 4, "lr": 1e-3,
                         "head_lr": 1e-2, "weight_decay": 0.0, "warmup_ratio": 0.0, "max_grad_norm": 1.0,
                         "max_length": 16, "knowledge_max_length": 24, "patience": 1, "device": "cpu", "bf16": False,
@@ -40,7 +42,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("COTPD_ROOT", None)
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "cotpd.train",
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "cotpd.training",
                            "--root", str(tmp_path), "--dataset", "toy", "--variant", "cotpd"],
                           capture_output=True, text=True, env=env, timeout=540, cwd=tmp_path)
     log = proc.stdout + proc.stderr

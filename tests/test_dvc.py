@@ -83,11 +83,11 @@ def test_metrics_and_plots_are_readable_by_dvc(repro, tmp_path):
 def test_training_runs_say_dvc_made_them(repro):
     import mlflow
 
-    from cotpd.params import load_params
-    from cotpd.tracking import tracking_uri
+    from cotpd.params import read_params
+    from cotpd.training.tracking import tracking_uri
 
     root = repro[0]
-    mlflow.set_tracking_uri(tracking_uri(root, load_params(root)["tracking"]["uri"]))
+    mlflow.set_tracking_uri(tracking_uri(root, read_params(root)["tracking"]["uri"]))
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert {r.data.tags["variant"] for r in runs} == {"baseline", "cotpd"}
     for r in runs:

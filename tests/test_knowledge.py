@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 
+import cotpd.llm
 from cotpd import prompts
 from cotpd.errors import ConfigError
 from cotpd.io import read_jsonl, write_jsonl
+from cotpd.knowledge import build_requests
 from cotpd.llm.base import ChatResponse
-from cotpd.params import Layout, dataset_params, load_params
+from cotpd.params import Layout, dataset_params, read_params
+from cotpd.readers import read_split
 from cotpd.records import NerSample, ReSample, Span, write_records
-from cotpd.stages import knowledge
+from cotpd.stages import captions, knowledge, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +38,7 @@ class FakeRunner:
 
 
 def _params(**cot):
-    params = copy.deepcopy(load_params(ROOT))
+    params = copy.deepcopy(read_params(ROOT))
     params["cot"].update(cot)
     return params
 
@@ -84,7 +87,7 @@ def test_grains_param_and_max_samples(tmp_path):
                             llm=runner)
     assert [q.sample_key for q in runner.requests] == ["sample:train-0:sentence", "sample:train-1:sentence"]
     assert summary["records_per_grain"] == {"sentence": 2}
-    with pytest.raises(ConfigError, match="unknown grain"):
+    with pytest.raises(ConfigError, match=r"cot\.grains"):  # the params schema names the bad key
         knowledge.run("sample", tmp_path, _params(grains=["colour"]), llm=runner)
 
 
@@ -110,14 +113,14 @@ def test_editing_a_prompt_changes_version_and_key(tmp_path):
     pdir = tmp_path / "prompts"
     shutil.copytree(prompts.PROMPTS_DIR, pdir)
     s = NerSample("t0", ["hello", "world"], ["O", "O"])
-    llm_cfg = dataset_params(load_params(ROOT), "sample")["llm"]
-    before = knowledge.build_requests("sample", [s], ["noun"], llm_cfg, {}, pdir)[1][0]
-    again = knowledge.build_requests("sample", [s], ["noun"], llm_cfg, {}, pdir)[1][0]
+    llm_cfg = dataset_params(read_params(ROOT), "sample").llm
+    before = build_requests("sample", [s], ["noun"], llm_cfg, {}, pdir)[1][0]
+    again = build_requests("sample", [s], ["noun"], llm_cfg, {}, pdir)[1][0]
     assert before.key == again.key
     v_before = prompts.prompts_version(["cot_noun", "cot_sentence"], pdir)
     f = pdir / "cot_noun.txt"
     f.write_text(f.read_text(encoding="utf-8") + "Be brief.\n", encoding="utf-8")
-    after = knowledge.build_requests("sample", [s], ["noun"], llm_cfg, {}, pdir)[1][0]
+    after = build_requests("sample", [s], ["noun"], llm_cfg, {}, pdir)[1][0]
     assert after.prompt_version != before.prompt_version and after.key != before.key
     assert prompts.prompts_version(["cot_noun", "cot_sentence"], pdir) != v_before
 
@@ -161,11 +164,11 @@ def _pgim_fixture(tmp_path: Path) -> dict:
     (data / "know_train.txt").write_text(pgim, encoding="utf-8", newline="")
     params = _params(source="precomputed", splits=["train"])
     params["datasets"]["tiny"] = {"task": "ner", "format": "twitter_conll", "root": str(data),
-                                  "splits": {"train": "train.txt"}, "captions": None, "images": None,
-                                  "knowledge": {"format": "pgim", "path": {"train": "know_train.txt"}},
+                                  # only train is read; the schema wants a file for every split
+                                  "splits": dict.fromkeys(("train", "valid", "test"), "train.txt"),
+                                  "captions": None, "images": None,
+                                  "knowledge": {"format": "pgim", "path": "know_train.txt"},
                                   "entity_types": ["PER", "LOC", "ORG", "OTHER"]}
-    from cotpd.readers import read_split
-
     samples, _ = read_split(dataset_params(params, "tiny"), tmp_path, "train")
     write_records(Layout(tmp_path, "tiny").raw("train"), samples)
     return params
@@ -195,17 +198,14 @@ def test_precomputed_source_reads_pgim_files(tmp_path):
 def test_shipped_sample_ledger_replays_with_zero_calls(dataset, tmp_path, monkeypatch):
     """`cotpd knowledge --dataset sample` in the default replay mode answers every request from the
     committed ledger: no model load, no network (building a backend fails this test)."""
-    import cotpd.llm
-    from cotpd.stages import captions, prepare
-
     shipped = ROOT / "ledger" / dataset / "knowledge.jsonl"
     assert shipped.exists(), f"{shipped} is missing: record it with `cotpd knowledge --dataset {dataset} --set llm.mode=record`"
 
-    def no_backend(cfg):
+    def no_backend(*args):
         raise AssertionError("replay must not build an LLM backend")
 
     monkeypatch.setattr(cotpd.llm, "build_backend", no_backend)
-    params = load_params(ROOT)
+    params = read_params(ROOT)
     ds = params["datasets"][dataset]
     ds["root"] = str(ROOT / ds["root"])  # read the embedded sample, write outputs under tmp_path
     lay = Layout(tmp_path, dataset)
@@ -216,5 +216,5 @@ def test_shipped_sample_ledger_replays_with_zero_calls(dataset, tmp_path, monkey
     summary = knowledge.run(dataset, tmp_path, params)
     assert summary["calls"] == 0 and summary["cache_hits"] == summary["records"] > 0
     rows = read_jsonl(lay.knowledge)
-    assert {r["grain"] for r in rows} == set(dataset_params(params, dataset)["cot"]["grains"])
+    assert {r["grain"] for r in rows} == set(dataset_params(params, dataset).cot.grains)
     assert all(r["text"] for r in rows) and all(r["source"] == "llm" for r in rows)

@@ -7,14 +7,15 @@ can drift from the other or from cotpd.pipeline.DEPENDS.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 from dagster import AssetKey
 
-from cotpd.params import load_params
-from cotpd.pipeline import DEPENDS, STAGES
+from cotpd.params import read_params
+from cotpd.pipeline import DEPENDS, STAGES, code_deps, code_hash
 from cotpd.prompts import stage_prompts
 from orchestration import assets as A
 from orchestration.definitions import defs
@@ -56,7 +57,7 @@ def test_dagster_asset_graph_is_the_pipeline_lineage():
 
 def test_dvc_stage_graph_is_the_same_lineage_for_every_pipeline_dataset(dvc_index):
     stages, graph_edges = dvc_index
-    params = load_params(ROOT)
+    params = read_params(ROOT)
     pipeline_stages = [s for s in stages if hasattr(s, "cmd") and s.cmd]  # data.dvc has no command
     datasets = params["pipeline"]["datasets"]
     for ds in datasets:
@@ -82,6 +83,9 @@ def test_dvc_stages_call_the_cli_and_depend_on_their_code_and_prompt_files(dvc_i
         deps = {d.def_path for d in stage.deps}
         module = Path(importlib.util.find_spec(STAGES[name][0]).origin).relative_to(ROOT).as_posix()
         assert module in deps, (stage.addressing, module)
+        # exactly the code of cotpd.pipeline's map, which Dagster's code version hashes too
+        code = {d for d in deps if d.startswith("cotpd/") and not d.startswith("cotpd/prompts/")}
+        assert code == set(code_deps(name)), stage.addressing
         prompt_deps = {Path(d).stem for d in deps if d.startswith("cotpd/prompts/")}
         assert prompt_deps == set(stage_prompts(name)), stage.addressing  # exactly the prompts it reads
         for d in deps:
@@ -92,7 +96,7 @@ def test_dvc_params_are_keys_of_params_yaml(dvc_index):
     """One source of hyperparameters: every params dependency names an existing params.yaml key,
     and dvc.yaml defines no variables of its own."""
     stages, _ = dvc_index
-    params = load_params(ROOT)
+    params = read_params(ROOT)
     raw = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
     assert "vars" not in raw
     for stage in (s for s in stages if getattr(s, "cmd", None)):
@@ -117,13 +121,27 @@ def test_llm_ledgers_are_persistent_uncached_outputs(dvc_index):
         for out in stage.outs:
             if out.def_path.startswith("ledger/"):
                 ledgers[out.def_path] = (stage.addressing, out.persist, out.use_cache)
-    for ds in load_params(ROOT)["pipeline"]["datasets"]:
+    for ds in read_params(ROOT)["pipeline"]["datasets"]:
         assert ledgers[f"ledger/{ds}/knowledge.jsonl"] == (f"knowledge@{ds}", True, False)
         assert ledgers[f"ledger/{ds}/augment.jsonl"] == (f"augment@{ds}", True, False)
 
 
 def test_partitions_cover_every_dataset_and_dvc_the_pipeline_ones():
-    params = load_params(ROOT)
+    params = read_params(ROOT)
     assert A.DATASETS.get_partition_keys() == list(params["datasets"])
     assert set(params["pipeline"]["datasets"]) <= set(params["datasets"])
     assert defs.resolve_asset_graph().get(AssetKey("metrics")).partitions_def == A.DATASETS
+
+
+def test_dagster_code_versions_hash_the_code_dvc_depends_on(tmp_path):
+    """Editing the training loop makes the model assets and `metrics` stale in Dagster (as it reruns
+    train@ and evaluate@ in DVC), and leaves the LLM stages' code versions alone."""
+    shutil.copytree(ROOT / "cotpd", tmp_path / "cotpd", ignore=shutil.ignore_patterns("__pycache__"))
+    before = {st: A.code_version(st, root=tmp_path) for st in STAGES}
+    assert before == {st: A.code_version(st) for st in STAGES}  # the copy is the checkout
+    loop = tmp_path / "cotpd" / "training" / "loop.py"
+    loop.write_text(loop.read_text() + "\n# an edit\n")
+    after = {st: A.code_version(st, root=tmp_path) for st in STAGES}
+    changed = {st for st in STAGES if before[st] != after[st]}
+    assert changed == {st for st in STAGES if "cotpd/training" in code_deps(st)} == {"train", "evaluate"}
+    assert {code_hash(st, tmp_path) for st in changed}.isdisjoint({code_hash(st) for st in changed})

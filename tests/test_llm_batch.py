@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from llm_server import fake_llm, llm_params  # noqa: F401  (fixtures)
+from llm_server import fake_llm, llm_cfg, llm_params  # noqa: F401  (fixtures)
 
 from cotpd.errors import CotpdError
 from cotpd.llm import build_runner, make_request
@@ -17,9 +17,9 @@ def _reqs(cfg, n):
 
 def test_batch_api_records_every_answer_under_its_key(fake_llm, llm_params, tmp_path):
     fake_llm.batch_polls = 2  # the batch reports in_progress twice before completing
-    cfg = {**llm_params, "batch_api": True}
+    cfg = llm_cfg(llm_params, batch_api=True)
     ledger = tmp_path / "ledger.jsonl"
-    runner = build_runner({"llm": cfg}, ledger)
+    runner = build_runner(cfg, ledger)
     reqs = _reqs(cfg, 6)
     out = runner.run(reqs, "augment")
     assert [r.key for r in out] == [r.key for r in reqs]
@@ -30,7 +30,7 @@ def test_batch_api_records_every_answer_under_its_key(fake_llm, llm_params, tmp_
     # the uploaded input is the documented Batch API format, custom_id = ledger key
     lines = [json.loads(x) for x in fake_llm.files["file-1"]["data"].decode().splitlines()]
     assert [x["custom_id"] for x in lines] == [r.key for r in reqs]
-    assert lines[0]["url"] == "/v1/chat/completions" and lines[0]["body"]["model"] == cfg["model"]
+    assert lines[0]["url"] == "/v1/chat/completions" and lines[0]["body"]["model"] == cfg.model
     rows = [json.loads(x) for x in ledger.read_text().splitlines()]
     assert sorted(r["key"] for r in rows) == sorted(r.key for r in reqs)
     assert all(r["backend"].startswith("openai-batch") for r in rows)
@@ -42,8 +42,8 @@ def test_batch_api_records_every_answer_under_its_key(fake_llm, llm_params, tmp_
 
 
 def test_failed_batch_lines_are_reported_and_the_rest_recorded(fake_llm, llm_params, tmp_path):
-    cfg = {**llm_params, "batch_api": True}
-    runner = build_runner({"llm": cfg}, tmp_path / "ledger.jsonl")
+    cfg = llm_cfg(llm_params, batch_api=True)
+    runner = build_runner(cfg, tmp_path / "ledger.jsonl")
     fake_llm.fail_next("500", n=1)  # the first line of the batch lands in the error file
     reqs = _reqs(cfg, 4)
     with pytest.raises(CotpdError, match=r"(?s)1 of 4 LLM requests.*train-0.*injected 500"):

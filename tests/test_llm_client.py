@@ -1,10 +1,11 @@
 """The OpenAI-compatible client against a real HTTP server on 127.0.0.1: retries, fail-fast, replay."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
-from llm_server import fake_llm, llm_params  # noqa: F401  (fixtures)
+from llm_server import fake_llm, llm_cfg, llm_params  # noqa: F401  (fixtures)
 
 from cotpd.errors import CotpdError, LedgerMiss
 from cotpd.llm import build_runner, make_request
@@ -19,8 +20,8 @@ def _reqs(cfg, n, tag="q"):
 
 @pytest.mark.parametrize("fault", ["429", "500", "drop", "malformed", "timeout"])
 def test_transient_failures_are_retried(fake_llm, llm_params, tmp_path, fault):
-    cfg = {**llm_params, "timeout_s": 0.5}
-    runner = build_runner({"llm": cfg}, tmp_path / "ledger.jsonl")
+    cfg = llm_cfg(llm_params, timeout_s=0.5)
+    runner = build_runner(cfg, tmp_path / "ledger.jsonl")
     fake_llm.fail_next(fault, n=2, retry_after=0, sleep=1.5)
     reqs = _reqs(cfg, 3)
     out = runner.run(reqs, "knowledge")
@@ -32,17 +33,17 @@ def test_transient_failures_are_retried(fake_llm, llm_params, tmp_path, fault):
 
 
 def test_retry_after_is_honoured(fake_llm, llm_params, tmp_path):
-    runner = build_runner({"llm": llm_params}, tmp_path / "ledger.jsonl")
+    runner = build_runner(llm_cfg(llm_params), tmp_path / "ledger.jsonl")
     fake_llm.fail_next("429", n=1, retry_after=1)
     t0 = time.monotonic()
-    runner.run(_reqs(llm_params, 1), "s")
+    runner.run(_reqs(llm_cfg(llm_params), 1), "s")
     assert time.monotonic() - t0 >= 1.0  # backoff_base_s is 0.01: only Retry-After explains a 1 s wait
     assert fake_llm.chat_calls == 2
 
 
 def test_out_of_retries_records_successes_then_raises(fake_llm, llm_params, tmp_path):
-    cfg = {**llm_params, "max_retries": 1, "concurrency": 1}
-    runner = build_runner({"llm": cfg}, tmp_path / "ledger.jsonl")
+    cfg = llm_cfg(llm_params, max_retries=1, concurrency=1)
+    runner = build_runner(cfg, tmp_path / "ledger.jsonl")
     reqs = _reqs(cfg, 4)
     runner.run(reqs[:1], "s")  # warm: the next failure hits request 2 (the run's first request)
     fake_llm.fail_next("500", n=2)
@@ -58,38 +59,38 @@ def test_out_of_retries_records_successes_then_raises(fake_llm, llm_params, tmp_
 def test_401_fails_fast_with_one_request_and_no_key_in_message(fake_llm, llm_params, tmp_path, monkeypatch):
     fake_llm.api_key = "sk-right-key"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-canary-XYZ123")
-    runner = build_runner({"llm": {**llm_params, "max_retries": 6}}, tmp_path / "ledger.jsonl")
+    runner = build_runner(llm_cfg(llm_params, max_retries=6), tmp_path / "ledger.jsonl")
     with pytest.raises(FatalLLMError, match=r"authentication failed for http://127\.0\.0\.1:\d+/v1: "
                                             r"check OPENAI_API_KEY") as err:
-        runner.run(_reqs(llm_params, 20), "s")
+        runner.run(_reqs(llm_cfg(llm_params), 20), "s")
     assert fake_llm.chat_calls == 1
     assert "sk-canary" not in str(err.value) and "sk-canary" not in repr(runner.backend)
 
 
 def test_400_fails_that_request_only_and_404_aborts(fake_llm, llm_params, tmp_path):
-    runner = build_runner({"llm": llm_params}, tmp_path / "ledger.jsonl")
+    runner = build_runner(llm_cfg(llm_params), tmp_path / "ledger.jsonl")
     fake_llm.fail_next("400")
     with pytest.raises(CotpdError, match="(?s)1 of 3 .*HTTP 400"):
-        runner.run(_reqs(llm_params, 3), "s")
+        runner.run(_reqs(llm_cfg(llm_params), 3), "s")
     assert fake_llm.chat_calls == 3  # never retried; the other two were answered
-    wrong = {**llm_params, "base_url": fake_llm.base_url + "/nowhere"}  # every call is a 404
+    wrong = llm_cfg(llm_params, base_url=fake_llm.base_url + "/nowhere")  # every call is a 404
     fake_llm.reset_counts()
     with pytest.raises(FatalLLMError, match="HTTP 404"):
-        build_runner({"llm": wrong}, tmp_path / "l2.jsonl").run(_reqs(llm_params, 5, tag="x"), "s")
+        build_runner(wrong, tmp_path / "l2.jsonl").run(_reqs(llm_cfg(llm_params), 5, tag="x"), "s")
     assert fake_llm.total_calls == 1  # the probe request fails, the other four are never sent
 
 
 def test_replay_makes_zero_calls_and_names_the_missing_prompt(fake_llm, llm_params, tmp_path):
     ledger = tmp_path / "ledger.jsonl"
-    reqs = _reqs(llm_params, 10)
-    recorded = build_runner({"llm": llm_params}, ledger).run(reqs, "knowledge")
+    reqs = _reqs(llm_cfg(llm_params), 10)
+    recorded = build_runner(llm_cfg(llm_params), ledger).run(reqs, "knowledge")
     fake_llm.reset_counts()
-    replay = build_runner({"llm": {**llm_params, "mode": "replay", "base_url": "http://127.0.0.1:9/v1"}}, ledger)
+    replay = build_runner(llm_cfg(llm_params, mode="replay", base_url="http://127.0.0.1:9/v1"), ledger)
     out = replay.run(reqs, "knowledge")
     assert [r.text for r in out] == [r.text for r in recorded] and all(r.cached for r in out)
     assert fake_llm.total_calls == 0 and replay._backend is None  # no client was even built
     assert replay.stats("knowledge")["cache_hits"] == 10 and replay.stats("knowledge")["calls"] == 0
-    new = _reqs(llm_params, 1, tag="unseen question")[0]
+    new = _reqs(llm_cfg(llm_params), 1, tag="unseen question")[0]
     with pytest.raises(LedgerMiss, match=r"1 of 11 .*sample_key='train-0' prompt_version='test:1' "
                                          r"prompt='unseen question number 0'"):
         replay.run(reqs + [new], "knowledge")
@@ -97,8 +98,8 @@ def test_replay_makes_zero_calls_and_names_the_missing_prompt(fake_llm, llm_para
 
 
 def test_dedup_order_stats_and_cost(fake_llm, llm_params, tmp_path):
-    runner = build_runner({"llm": llm_params}, tmp_path / "ledger.jsonl")
-    reqs = _reqs(llm_params, 5)
+    runner = build_runner(llm_cfg(llm_params), tmp_path / "ledger.jsonl")
+    reqs = _reqs(llm_cfg(llm_params), 5)
     mixed = [reqs[3], reqs[0], reqs[3], reqs[1], reqs[0]]
     out = runner.run(mixed, "augment")
     assert [r.key for r in out] == [r.key for r in mixed] and out[0].text == out[2].text
@@ -112,16 +113,16 @@ def test_dedup_order_stats_and_cost(fake_llm, llm_params, tmp_path):
 
 def test_refresh_calls_again_and_newest_answer_wins(fake_llm, llm_params, tmp_path):
     ledger = tmp_path / "ledger.jsonl"
-    reqs = _reqs(llm_params, 2)
-    build_runner({"llm": llm_params}, ledger).run(reqs, "s")
+    reqs = _reqs(llm_cfg(llm_params), 2)
+    build_runner(llm_cfg(llm_params), ledger).run(reqs, "s")
     fake_llm.responder = lambda body: "refreshed"
     fake_llm.reset_counts()
-    refresher = build_runner({"llm": {**llm_params, "mode": "refresh"}}, ledger)
+    refresher = build_runner(llm_cfg(llm_params, mode="refresh"), ledger)
     out = refresher.run(reqs, "s")
     assert fake_llm.chat_calls == 2 and [r.text for r in out] == ["refreshed"] * 2
     refresher.run(reqs, "s")  # the same runner does not re-ask what it already refreshed
     assert fake_llm.chat_calls == 2
-    replay = build_runner({"llm": {**llm_params, "mode": "replay"}}, ledger).run(reqs, "s")
+    replay = build_runner(llm_cfg(llm_params, mode="replay"), ledger).run(reqs, "s")
     assert [r.text for r in replay] == ["refreshed"] * 2
     assert len(ledger.read_text().splitlines()) == 4  # append-only: the old answers stay on disk
 
@@ -131,13 +132,13 @@ def test_api_key_never_written(fake_llm, llm_params, tmp_path, monkeypatch, capl
     monkeypatch.setenv("OPENAI_API_KEY", canary)
     fake_llm.api_key = canary
     caplog.set_level("DEBUG")
-    runner = build_runner({"llm": llm_params}, tmp_path / "ledger.jsonl")
+    runner = build_runner(llm_cfg(llm_params), tmp_path / "ledger.jsonl")
     fake_llm.fail_next("500")
-    runner.run(_reqs(llm_params, 4), "s")
+    runner.run(_reqs(llm_cfg(llm_params), 4), "s")
     assert fake_llm.chat_calls == 5
     fake_llm.fail_next("400")
     with pytest.raises(CotpdError) as err:
-        runner.run(_reqs(llm_params, 1, tag="other"), "s")
+        runner.run(_reqs(llm_cfg(llm_params), 1, tag="other"), "s")
     blobs = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
     assert blobs and not any(canary.encode() in b for b in blobs)
     assert canary not in caplog.text and canary not in str(err.value) and canary not in repr(runner.backend)
@@ -145,8 +146,8 @@ def test_api_key_never_written(fake_llm, llm_params, tmp_path, monkeypatch, capl
 
 def test_many_concurrent_connections(fake_llm, llm_params, tmp_path):
     fake_llm.latency = 0.2
-    cfg = {**llm_params, "concurrency": 32}
-    runner = build_runner({"llm": cfg}, tmp_path / "ledger.jsonl")
+    cfg = llm_cfg(llm_params, concurrency=32)
+    runner = build_runner(cfg, tmp_path / "ledger.jsonl")
     t0 = time.monotonic()
     out = runner.run(_reqs(cfg, 64), "s")
     wall = time.monotonic() - t0
@@ -156,8 +157,6 @@ def test_many_concurrent_connections(fake_llm, llm_params, tmp_path):
 
 
 def test_rate_limiter_and_retry_after_parsing():
-    import asyncio
-
     assert parse_retry_after({"retry-after": "2"}) == 2.0
     assert parse_retry_after({"retry-after-ms": "250"}) == 0.25
     assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None

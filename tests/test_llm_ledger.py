@@ -1,6 +1,7 @@
 """The response ledger: durability under SIGKILL, truncated lines, duplicates, replay speed."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -12,8 +13,10 @@ import time
 import pytest
 from llm_server import fake_llm  # noqa: F401  (fixture)
 
+from cotpd.config import LLMCfg
 from cotpd.errors import DataError
 from cotpd.llm import ChatRequest, ChatResponse, Ledger, build_runner, make_request
+from cotpd.llm.ledger import gc_paused
 
 
 def _req(i: int, model: str = "m") -> ChatRequest:
@@ -73,8 +76,8 @@ def test_replay_of_20000_responses_is_fast_and_offline(tmp_path, fake_llm):
             for i, r in enumerate(reqs)]
     Ledger(path).append_rows(rows)
     t0, c0 = time.perf_counter(), time.process_time()
-    runner = build_runner({"llm": {"backend": "openai", "base_url": fake_llm.base_url, "mode": "replay"}},
-                          path, progress=False)
+    runner = build_runner(LLMCfg(backend="openai", base_url=fake_llm.base_url, mode="replay"), path,
+                          progress=False)
     out = runner.run(reqs, "s")
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert [r.text for r in out[:3]] == ["t0", "t1", "t2"] and len(out) == 20_000
@@ -85,10 +88,6 @@ def test_replay_of_20000_responses_is_fast_and_offline(tmp_path, fake_llm):
 
 def test_gc_is_paused_only_for_the_bulk_work_and_restored():
     """The collector is off inside gc_paused and back in its earlier state after, errors included."""
-    import gc
-
-    from cotpd.llm.ledger import gc_paused
-
     assert gc.isenabled()
     with pytest.raises(RuntimeError):
         with gc_paused():
@@ -106,13 +105,13 @@ def test_gc_is_paused_only_for_the_bulk_work_and_restored():
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys
+    from cotpd.config import LLMCfg
     from cotpd.llm import build_runner, make_request
     base_url, ledger = sys.argv[1], sys.argv[2]
-    cfg = {"backend": "openai", "base_url": base_url, "model": "m", "mode": "record", "concurrency": 4,
-           "progress": False}
+    cfg = LLMCfg(backend="openai", base_url=base_url, model="m", mode="record", concurrency=4, progress=False)
     reqs = [make_request(cfg, [{"role": "user", "content": f"kill test {i}"}], "p:1", f"train-{i}")
             for i in range(50)]
-    build_runner({"llm": cfg}, ledger).run(reqs, "knowledge")
+    build_runner(cfg, ledger).run(reqs, "knowledge")
     print("DONE")
 """)
 
@@ -136,7 +135,7 @@ def test_sigkill_mid_stage_then_rerun_records_each_response_once(fake_llm, tmp_p
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "DONE" in done.stdout, done.stderr[-2000:]
     keys = [json.loads(line)["key"] for line in ledger.read_text().splitlines() if line.strip()]
-    cfg = {"model": "m"}
+    cfg = LLMCfg(model="m")
     expected = {make_request(cfg, [{"role": "user", "content": f"kill test {i}"}], "p:1", f"train-{i}").key
                 for i in range(50)}
     assert len(keys) == len(set(keys)) == 50 and set(keys) == expected

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from cotpd.metrics import flat, map_types, ner_metrics, re_metrics
+from cotpd.training.evaluate import flat, map_types, ner_metrics, re_metrics
 
 
 def test_strict_iob2_differs_from_default_seqeval():

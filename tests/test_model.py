@@ -1,6 +1,7 @@
 """The student model: views, label alignment, prompt generator, heads, KL, save/load."""
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -8,11 +9,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import torch
 
-from cotpd.model import build_student, build_tiny_encoder, distill_kl, load_student, predict
-from cotpd.model.data import Featurizer, bucket_batches, build_context, collate, ner_labels
-from cotpd.records import NerSample, ReSample, Span
+from pydantic import ValidationError
 
-NER_LABELS = ner_labels(["PER", "LOC"])
+from cotpd.config import DistillCfg, TrainCfg
+from cotpd.errors import ConfigError
+from cotpd.model import build_student, build_tiny_encoder, distill_kl, load_student, predict
+from cotpd.model.data import Featurizer, bucket_batches, build_context, collate
+from cotpd.records import NerSample, ReSample, Span, iob2_labels
+
+NER_LABELS = iob2_labels(["PER", "LOC"])
 RE_LABELS = ["None", "/per/per/peer", "/per/loc/place_of_residence"]
 
 
@@ -21,11 +26,15 @@ def tiny(tmp_path_factory):
     return str(build_tiny_encoder(tmp_path_factory.mktemp("tiny") / "enc"))
 
 
-def tparams(encoder, **kw):
+def tparams(encoder, **kw) -> TrainCfg:
     tp = dict(encoder=encoder, max_length=32, knowledge_max_length=48, prompt={"k": 4, "layers": 1, "heads": 2},
-              distill={"lambda": 1.0, "temperature": 2.0, "teacher_grad": False}, dropout=0.0)
+              distill={"lambda": 1.0, "temperature": 2.0, "teacher_grad": False}, case_features=False)
     tp.update(kw)
-    return tp
+    return TrainCfg.model_validate(tp)
+
+
+def kl_cfg(temperature, **kw) -> DistillCfg:
+    return DistillCfg(temperature=temperature, **kw)
 
 
 def ner(i=0, tokens=("Barack", "Obamaification", "\u00a0", "visits", "Paris"), labels=("B-PER", "I-PER", "O", "O", "B-LOC")):
@@ -39,7 +48,7 @@ def re_sample(i=0):
 
 
 def test_first_subword_alignment_and_nbsp_word(tiny):
-    st = build_student(tiny, "ner", NER_LABELS, "baseline", tparams(tiny))
+    st = build_student("ner", NER_LABELS, "baseline", tparams(tiny))
     fz = Featurizer(st.tokenizer, "ner", NER_LABELS, 32, 48)
     s = ner()
     words = fz.words(s)
@@ -58,7 +67,7 @@ def test_first_subword_alignment_and_nbsp_word(tiny):
 
 
 def test_truncated_words_are_predicted_O_and_lengths_match(tiny):
-    st = build_student(tiny, "ner", NER_LABELS, "cotpd", tparams(tiny, max_length=8))
+    st = build_student("ner", NER_LABELS, "cotpd", tparams(tiny, max_length=8))
     long = ner(1, tokens=["word"] * 20, labels=["O"] * 20)
     preds = predict(st, [ner(), long, ner(2, tokens=["\u00a0"], labels=["O"])])
     assert [len(p) for p in preds] == [5, 20, 1]
@@ -66,7 +75,7 @@ def test_truncated_words_are_predicted_O_and_lengths_match(tiny):
 
 
 def test_knowledge_view_keeps_text_whole(tiny):
-    st = build_student(tiny, "ner", NER_LABELS, "knowledge", tparams(tiny))
+    st = build_student("ner", NER_LABELS, "knowledge", tparams(tiny))
     fz = Featurizer(st.tokenizer, "ner", NER_LABELS, 32, 24)
     s = ner()
     s.knowledge["sentence"] = "background " * 100
@@ -83,7 +92,7 @@ def test_knowledge_view_keeps_text_whole(tiny):
 
 
 def test_prompt_view_prepends_exactly_k_vectors(tiny):
-    st = build_student(tiny, "ner", NER_LABELS, "cotpd", tparams(tiny))
+    st = build_student("ner", NER_LABELS, "cotpd", tparams(tiny))
     fz = Featurizer(st.tokenizer, "ner", NER_LABELS, 32, 48)
     batch = collate(fz.features([ner(), ner(1, tokens=["Hi"], labels=["O"])], ["text"]), ["text"], 0)
     seen = {}
@@ -98,7 +107,7 @@ def test_prompt_view_prepends_exactly_k_vectors(tiny):
     tb = batch["text"]
     h = st.hidden(tb, prompt=True)
     B, L = tb["input_ids"].shape
-    k = st.prompt_cfg["k"]
+    k = st.prompt_cfg.k
     assert seen["inputs_embeds"].shape == (B, L + k, st.encoder.config.hidden_size)
     assert seen["attention_mask"].shape == (B, L + k)
     assert seen["attention_mask"][:, 1:1 + k].all()  # prompts after [CLS] always attended
@@ -116,19 +125,19 @@ def test_prompt_view_prepends_exactly_k_vectors(tiny):
 def test_kl_zero_when_views_agree_and_teacher_gradient_switch():
     logits = torch.randn(2, 5, 3)
     mask = torch.ones(2, 5, dtype=torch.bool)
-    assert distill_kl(logits, logits.clone(), mask, 2.0).abs().item() < 1e-6
+    assert distill_kl(logits, logits.clone(), mask, kl_cfg(2.0)).abs().item() < 1e-6
     s = torch.randn(2, 5, 3, requires_grad=True)
     t = torch.randn(2, 5, 3, requires_grad=True)
-    kl = distill_kl(s, t, mask, 2.0, teacher_grad=False)
+    kl = distill_kl(s, t, mask, kl_cfg(2.0, teacher_grad=False))
     assert kl.item() > 0
     kl.backward()
     assert t.grad is None and s.grad.abs().sum() > 0
     t2 = torch.randn(4, 3, requires_grad=True)
-    distill_kl(torch.randn(4, 3), t2, None, 1.0, teacher_grad=True).backward()
+    distill_kl(torch.randn(4, 3), t2, None, kl_cfg(1.0, teacher_grad=True)).backward()
     assert t2.grad is not None and t2.grad.abs().sum() > 0
     # masked positions do not count
     s3, t3 = torch.zeros(1, 2, 3), torch.tensor([[[0.0, 0, 0], [5.0, 0, 0]]])
-    assert distill_kl(s3, t3, torch.tensor([[True, False]]), 1.0).item() == pytest.approx(0.0, abs=1e-7)
+    assert distill_kl(s3, t3, torch.tensor([[True, False]]), kl_cfg(1.0)).item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_kl_reduction_matches_the_per_sentence_task_loss():
@@ -137,17 +146,17 @@ def test_kl_reduction_matches_the_per_sentence_task_loss():
     torch.manual_seed(0)
     s, t = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
     mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
-    per_word = torch.stack([distill_kl(s[i:i + 1, j:j + 1], t[i:i + 1, j:j + 1], None, 2.0, reduction="token")
+    per_word = torch.stack([distill_kl(s[i:i + 1, j:j + 1], t[i:i + 1, j:j + 1], None, kl_cfg(2.0, reduction="token"))
                             for i in range(2) for j in range(4)]).view(2, 4)
-    sent = distill_kl(s, t, mask, 2.0, reduction="sentence")
-    tok = distill_kl(s, t, mask, 2.0, reduction="token")
+    sent = distill_kl(s, t, mask, kl_cfg(2.0, reduction="sentence"))
+    tok = distill_kl(s, t, mask, kl_cfg(2.0, reduction="token"))
     assert sent.item() == pytest.approx(((per_word * mask).sum() / 2).item(), rel=1e-5)
     assert tok.item() == pytest.approx(((per_word * mask).sum() / 4).item(), rel=1e-5)
     r_s, r_t = torch.randn(5, 3), torch.randn(5, 3)
-    assert distill_kl(r_s, r_t, None, 2.0, reduction="sentence").item() == \
-        pytest.approx(distill_kl(r_s, r_t, None, 2.0, reduction="token").item())
-    with pytest.raises(Exception, match="reduction"):
-        distill_kl(r_s, r_t, None, 2.0, reduction="batch")
+    assert distill_kl(r_s, r_t, None, kl_cfg(2.0, reduction="sentence")).item() == \
+        pytest.approx(distill_kl(r_s, r_t, None, kl_cfg(2.0, reduction="token")).item())
+    with pytest.raises(ValidationError, match="reduction"):  # the schema refuses it, before any forward pass
+        kl_cfg(2.0, reduction="batch")
 
 
 @pytest.mark.parametrize("task", ["ner", "re"])
@@ -156,7 +165,7 @@ def test_variants_share_one_code_path(tiny, task):
     losses = {}
     for variant in ("baseline", "knowledge", "cotpd"):
         torch.manual_seed(0)
-        st = build_student(tiny, task, labels, variant, tparams(tiny))
+        st = build_student(task, labels, variant, tparams(tiny))
         assert (st.prompt is not None) == (variant == "cotpd")
         fz = Featurizer(st.tokenizer, task, labels, 32, 48)
         batch = collate(fz.features(samples, st.train_views), st.train_views, 0)
@@ -173,7 +182,7 @@ def test_variants_share_one_code_path(tiny, task):
 
 
 def test_re_markers_are_single_tokens_at_marker_positions(tiny):
-    st = build_student(tiny, "re", RE_LABELS, "cotpd", tparams(tiny))
+    st = build_student("re", RE_LABELS, "cotpd", tparams(tiny))
     fz = Featurizer(st.tokenizer, "re", RE_LABELS, 32, 48)
     s = re_sample()
     assert fz.words(s) == ["<e1>", "Alice", "</e1>", "met", "<e2>", "Bob", "</e2>", "in", "Rome"]
@@ -190,7 +199,7 @@ def test_save_load_round_trip_same_predictions(tiny, tmp_path, task):
     labels, samples = (NER_LABELS, [ner(0), ner(1, tokens=["Paris", "is", "nice"], labels=["B-LOC", "O", "O"])]) \
         if task == "ner" else (RE_LABELS, [re_sample(0), re_sample(1)])
     torch.manual_seed(1)
-    st = build_student(tiny, task, labels, "cotpd", tparams(tiny))
+    st = build_student(task, labels, "cotpd", tparams(tiny))
     with torch.no_grad():  # make the head decisive so a wrong reload would show
         st.head.linear.weight.normal_(0, 1.0)
     st.eval()
@@ -202,6 +211,23 @@ def test_save_load_round_trip_same_predictions(tiny, tmp_path, task):
     with torch.no_grad():
         assert torch.allclose(st.logits(batch["text"], True), back.logits(batch["text"], True), atol=1e-6)
     assert predict(st, samples) == predict(back, samples)
+
+
+def test_older_model_folders_still_load_and_bad_ones_name_the_file(tiny, tmp_path):
+    """config.json's train keys are validated into TrainCfg on load: a folder saved before case features
+    (and the KL reduction) existed loads as it was trained; a bad value is a ConfigError naming the file."""
+    st = build_student("ner", NER_LABELS, "cotpd", tparams(tiny))
+    st.save(tmp_path / "m")
+    cfg_path = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["case_features"], cfg["distill"]["reduction"]
+    cfg_path.write_text(json.dumps(cfg))
+    back = load_student(tmp_path / "m")
+    assert back.case_features is False and back.distill.reduction == "sentence" and back.prompt_cfg.k == 4
+    cfg["distill"]["reduction"] = "batch"
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=r"(?s)config\.json: invalid params.*distill\.reduction"):
+        load_student(tmp_path / "m")
 
 
 def test_bucket_batches_cover_and_split_across_ranks():
@@ -219,7 +245,7 @@ def test_bucket_batches_cover_and_split_across_ranks():
 
 
 def test_collate_pads_dynamically(tiny):
-    st = build_student(tiny, "ner", NER_LABELS, "cotpd", tparams(tiny))
+    st = build_student("ner", NER_LABELS, "cotpd", tparams(tiny))
     fz = Featurizer(st.tokenizer, "ner", NER_LABELS, 32, 48)
     feats = fz.features([ner(0), ner(1, tokens=["Hi"], labels=["O"])], ["text", "know"])
     b = collate(feats, ["text", "know"], st.tokenizer.pad_token_id)
@@ -237,11 +263,11 @@ def test_word_shapes_and_uncased_detection(tiny):
     assert shapes == {"paris": "lower", "Paris": "title", "NFL": "upper", "iPhone": "mixed", "I": "title",
                       "2015": "noletter", ":": "noletter", "@JayKen": "handle", "#NFL": "hashtag",
                       "http://t.co/x": "url", "@": "noletter", "McDonald": "mixed"}
-    st = build_student(tiny, "ner", NER_LABELS, "baseline", tparams(tiny))
+    st = build_student("ner", NER_LABELS, "baseline", tparams(tiny))
     assert lowercases(st.tokenizer)  # MiniLM's tokenizer (copied into the tiny encoder) is uncased
-    assert build_student(tiny, "ner", NER_LABELS, "baseline", tparams(tiny, case_features="auto")).case_features
-    with pytest.raises(Exception, match="case_features"):
-        build_student(tiny, "ner", NER_LABELS, "baseline", tparams(tiny, case_features="yes"))
+    assert build_student("ner", NER_LABELS, "baseline", tparams(tiny, case_features="auto")).case_features
+    with pytest.raises(ValidationError, match="case_features"):
+        tparams(tiny, case_features="sometimes")
 
 
 @pytest.mark.parametrize("task", ["ner", "re"])
@@ -254,7 +280,7 @@ def test_case_features_follow_words_in_both_views(tiny, tmp_path, task):
     s = ner() if task == "ner" else re_sample()
     s.caption, s.knowledge = "Obama in PARIS", {}
     torch.manual_seed(0)
-    st = build_student(tiny, task, labels, "cotpd", tparams(tiny, case_features=True))
+    st = build_student(task, labels, "cotpd", tparams(tiny, case_features=True))
     fz = Featurizer(st.tokenizer, task, labels, 32, 48, case_features=True)
     words = fz.words(s)
     for view in ("text", "know"):
@@ -273,7 +299,7 @@ def test_case_features_follow_words_in_both_views(tiny, tmp_path, task):
     batch = collate(fz.features([s], ["text", "know"]), ["text", "know"], 0)
     assert batch["know"]["case_ids"].shape == batch["know"]["input_ids"].shape
     st.eval()
-    plain = build_student(tiny, task, labels, "cotpd", tparams(tiny))
+    plain = build_student(task, labels, "cotpd", tparams(tiny))
     plain.load_state_dict({k: v for k, v in st.state_dict().items() if not k.startswith("case_embed.")})
     plain.eval()
     with torch.no_grad():
@@ -295,7 +321,7 @@ def test_cotpd_step_under_bf16_autocast_matches_fp32(tiny, task):
     labels, samples = (NER_LABELS, [ner(0), ner(1, tokens=["Paris", "is", "nice"], labels=["B-LOC", "O", "O"])]) \
         if task == "ner" else (RE_LABELS, [re_sample(0), re_sample(1)])
     torch.manual_seed(0)
-    st = build_student(tiny, task, labels, "cotpd", tparams(tiny, case_features=True))
+    st = build_student(task, labels, "cotpd", tparams(tiny, case_features=True))
     with torch.no_grad():  # non-zero shape embeddings and a decisive head, so both take part
         st.case_embed.weight.normal_(0, 0.02)
         st.head.linear.weight.normal_(0, 1.0)

@@ -124,10 +124,15 @@ def test_materialize_passes_resources_and_keeps_secrets_out_of_metadata(fake, pr
     assert names.count("train") == 2 and names[-1] == "evaluate"
     for name, dataset, params, kw in fake.calls:
         assert dataset == "sample"
-        # resources override params.yaml, and nothing else changes
-        assert params["llm"]["mode"] == "record" and params["llm"]["base_url"] == "http://127.0.0.1:9/v1"
-        assert params["tracking"]["experiment"] == "orchestration-test"
-        assert params["train"] == ProjectResource(root=str(project)).params()["train"]
+        # an asset's resources override params.yaml for its stage (each asset takes only the
+        # resources it uses), and nothing else changes
+        dp = params.dataset(dataset)
+        if name in ("captions", "knowledge", "augment"):
+            assert dp.llm.mode == "record" and dp.llm.base_url == "http://127.0.0.1:9/v1"
+        else:
+            assert dp.llm.mode == "replay"  # the LLM resource is not an input of this asset
+        assert dp.tracking.experiment == ("orchestration-test" if name == "train" else "cotpd")
+        assert params.raw["train"] == ProjectResource(root=str(project)).params()["train"]
     tracker = {kw["variant"]: kw["tracker"] for n, _, _, kw in fake.calls if n == "train"}
     assert set(tracker) == {"baseline", "cotpd"}
     assert tracker["cotpd"]["dagster_run_id"] == result.run_id
@@ -242,8 +247,9 @@ def test_run_configs_validate_and_reach_the_stages(fake, project):
     assert result.success
     (name, _, params, _), = fake.calls
     assert name == "knowledge"
-    assert params["llm"]["mode"] == "record" and params["llm"]["backend"] == "openai"
-    assert params["llm"]["base_url"] == configs["record_vllm"]["resources"]["llm"]["config"]["base_url"]
+    llm = params.dataset("sample").llm
+    assert llm.mode == "record" and llm.backend == "openai"
+    assert llm.base_url == configs["record_vllm"]["resources"]["llm"]["config"]["base_url"]
 
 
 def test_cli_parses_string_asset_selections():

@@ -11,7 +11,7 @@ from dagster import AssetKey, DagsterInstance, execute_job, materialize
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
 from cotpd.io import read_jsonl
-from cotpd.params import Layout, load_params
+from cotpd.params import Layout, read_params
 from orchestration.assets import STAGE_ASSETS
 from orchestration.checks import CHECKS
 from orchestration.resources import CaptionerResource, LLMResource, MLflowResource, ProjectResource
@@ -57,9 +57,9 @@ def test_materialize_every_asset_of_the_sample_partition(tmp_path, monkeypatch):
     # the training assets are MLflow runs tagged with this Dagster run
     import mlflow
 
-    from cotpd.tracking import tracking_uri
+    from cotpd.training.tracking import tracking_uri
 
-    tparams = load_params(root)["tracking"]
+    tparams = read_params(root)["tracking"]
     mlflow.set_tracking_uri(tracking_uri(root, tparams["uri"]))
     for asset, variant in (("baseline_model", "baseline"), ("distilled_model", "cotpd")):
         url = mats[asset]["mlflow_run"].value

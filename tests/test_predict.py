@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 from tracking_helpers import tracked_training  # noqa: E402
 
 from cotpd import cli  # noqa: E402
-from cotpd import predict as P  # noqa: E402
+from cotpd.serving import predict as P  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_entity_offsets_follow_the_raw_text(monkeypatch, tracked):
     pred = P.Predictor(tracked["ner"]["model_dir"])
     text = "  New   York is\tbig , says Ann Lee"
     fixed = ["B-LOC", "I-LOC", "O", "O", "O", "O", "B-PER", "I-PER"]
-    monkeypatch.setattr("cotpd.model.infer.predict", lambda model, samples, *a, **k: [fixed for _ in samples])
+    monkeypatch.setattr(P, "predict", lambda model, samples, *a, **k: [fixed for _ in samples])
     (ents,) = pred.ner([text])
     assert [(e["text"], e["type"], e["token_start"], e["token_end"]) for e in ents] == [
         ("New   York", "LOC", 0, 2), ("Ann Lee", "PER", 6, 8)]

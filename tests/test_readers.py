@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from cotpd import readers
+from cotpd.config import DatasetParams
 from cotpd.errors import DataError
+from cotpd.params import dataset_params
 from cotpd.readers.captions import normalize_image_id, read_dict_literal, read_jpg_colon
 from cotpd.readers.conll import NerScheme, entity_spans, read_conll
 from cotpd.readers.mnre import read_mnre
@@ -119,7 +121,7 @@ def test_pgim_token_mismatch_names_file_and_line(tmp_path):
         read_pgim(bad)
 
 
-def _ner_params(tmp_path: Path, params: dict) -> dict:
+def _ner_params(tmp_path: Path, params: dict) -> DatasetParams:
     for split, text in {"train": "IMGID:1\nA\tB-PER\nruns\tO\n\nIMGID:2\nHi\tO\n\nIMGID:3\nBye\tO\n",
                         "valid": "IMGID:4\nOk\tO\n", "test": "IMGID:5\nNo\tO\n"}.items():
         write(tmp_path / "ds" / f"{split}.txt", text)
@@ -129,8 +131,7 @@ def _ner_params(tmp_path: Path, params: dict) -> dict:
         "task": "ner", "format": "twitter_conll", "root": str(tmp_path / "ds"),
         "splits": {s: f"{s}.txt" for s in ("train", "valid", "test")},
         "captions": {"format": "jpg_colon", "path": "caps.txt"},
-        "knowledge": {"format": "pgim", "path": {"train": "k_train.txt"}}}
-    from cotpd.params import dataset_params
+        "knowledge": {"format": "pgim", "path": "k_train.txt"}}  # only train's knowledge is read
     return dataset_params(params, "tiny")
 
 

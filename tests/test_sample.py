@@ -70,7 +70,7 @@ def test_mner_sample_content(params, repo_root):
     cov = readers.attach(samples, caps)
     assert cov["missing_caption"] == 2 and cov["missing_caption_ids"] == [sample.MISSING_IMAGE + ".jpg"]
     assert cov["with_caption"] == 58
-    images = repo_root / dp["dataset"]["root"] / dp["dataset"]["images"]
+    images = repo_root / dp.dataset.root / dp.dataset.images
     for image_id in caps:
         assert (images / image_id).is_file()
     assert not (images / (sample.MISSING_IMAGE + ".jpg")).exists()
@@ -81,12 +81,12 @@ def test_mnre_sample_content(params, repo_root):
     data = readers.read_dataset(dp, repo_root)
     rels = Counter(s.relation for samples, _ in data.values() for s in samples)
     assert "None" in rels and len(rels) >= 10
-    rel2id = readers.read_rel2id(repo_root / dp["dataset"]["root"] / dp["dataset"]["rel2id"])
+    rel2id = readers.read_rel2id(repo_root / dp.dataset.root / dp.dataset.rel2id)
     assert len(rel2id) == 23 and rel2id["None"] == 0
     caps = readers.load_captions(dp, repo_root)
     assert caps.stats["placeholder"] == 1 and caps.stats["empty"] == 1
     samples = [s for ss, _ in data.values() for s in ss]
     cov = readers.attach(samples, caps)
     assert cov["missing_caption"] == 0 and cov["empty_caption"] >= 1
-    images = repo_root / dp["dataset"]["root"] / dp["dataset"]["images"]
+    images = repo_root / dp.dataset.root / dp.dataset.images
     assert all((images / s.image_id).is_file() for s in samples)

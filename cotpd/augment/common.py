@@ -10,6 +10,8 @@ import random
 import re
 from dataclasses import dataclass, field
 
+from ..config import LLMCfg
+from ..llm import make_request
 from ..llm.base import ChatRequest, ChatResponse
 from ..prompts import Prompt, load
 from ..records import NerSample, ReSample, Sample
@@ -41,7 +43,7 @@ class Context:
     """Everything an augmenter needs: the LLM, its settings, the dataset name, the prompts."""
 
     llm: object  # a cotpd.llm.base.Runner
-    llm_cfg: dict
+    llm_cfg: LLMCfg
     dataset: str
     prompt_dir: object = None
     _prompts: dict = field(default_factory=dict)
@@ -53,11 +55,8 @@ class Context:
 
     def request(self, prompt_name: str, sample_key: str, max_tokens: int | None = None, **values) -> ChatRequest:
         p = self.prompt(prompt_name)
-        cfg = self.llm_cfg
-        return ChatRequest(messages=p.messages(**values), model=cfg["model"],
-                           temperature=float(cfg.get("temperature", 0.0)),
-                           max_tokens=int(max_tokens or cfg["max_tokens"]), seed=cfg.get("seed"),
-                           prompt_version=p.version, sample_key=f"{self.dataset}:{sample_key}")
+        return make_request(self.llm_cfg, p.messages(**values), p.version, f"{self.dataset}:{sample_key}",
+                            max_tokens=max_tokens)
 
     def ask(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         if not requests:
@@ -132,14 +131,17 @@ def first_answer_line(text: str | None) -> str:
     return line
 
 
-def strict_yes(answer: str | None) -> bool:
-    """The fact-check verdict: True only for a bare "yes".
+# a bare "yes": any case, trailing '.'/'!', surrounding whitespace. One pattern for the augmenter and
+# the validation suite (a regex expectation), so the two can never disagree. [Yy][Ee][Ss], not (?i):
+# re's IGNORECASE also folds e.g. "\u017f" (long s) to "s".
+STRICT_YES = r"\A\s*[Yy][Ee][Ss][.!]*\s*\Z"
 
-    The answer is stripped of surrounding whitespace, lowercased, and trailing '.' / '!' are removed;
-    what is left must equal "yes". So "Yes", "YES", " yes\\n", "Yes." and "yes!" pass; "yes, but...",
-    "Yes it is", "Yes\\nbecause ...", "maybe", "no", "" and anything longer are rejections. Only the
-    answer is parsed, never the prompt, so a tweet saying "answer yes" cannot vote for itself.
+
+def strict_yes(answer: str | None) -> bool:
+    """The fact-check verdict: True only for a bare "yes" (STRICT_YES).
+
+    So "Yes", "YES", " yes\\n", "Yes." and "yes!" pass; "yes, but...", "Yes it is",
+    "Yes\\nbecause ...", "maybe", "no", "" and anything longer are rejections. Only the answer is
+    parsed, never the prompt, so a tweet saying "answer yes" cannot vote for itself.
     """
-    if not answer:
-        return False
-    return answer.strip().lower().rstrip(".!") == "yes"
+    return answer is not None and re.search(STRICT_YES, answer) is not None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from ..errors import ConfigError
+from ..config import EntityAug
 from ..records import ReSample, Sample, Span
 from .common import Context, Outcome, derived, dup_key, first_answer_line, record_answer, strict_yes
 from .labels import labels_from_spans, spans_from_iob2
@@ -134,16 +134,13 @@ def parse_proposal(answer: str, swap: Swap) -> tuple[tuple[str, ...], str]:
     return toks, ""
 
 
-def augment(train: list[Sample], ctx: Context, cfg: dict, rng: random.Random) -> list[Outcome]:
-    source = cfg.get("source", "inventory")
-    if source not in ("inventory", "llm"):
-        raise ConfigError(f"augment.entity.source must be 'inventory' or 'llm', got {source!r}")
+def augment(train: list[Sample], ctx: Context, cfg: EntityAug, rng: random.Random) -> list[Outcome]:
     # RE has no types to propose for, so it always draws same-role names from the inventory
-    use_inv = source == "inventory" or any(isinstance(s, ReSample) for s in train)
-    swaps = plan(train, cfg.get("n", 0), rng, use_inventory=use_inv)
+    use_inv = cfg.source == "inventory" or any(isinstance(s, ReSample) for s in train)
+    swaps = plan(train, cfg.n, rng, use_inventory=use_inv)
     outcomes = {id(sw): Outcome(origin=sw.sample.id, aug="entity") for sw in swaps}
     if not use_inv:
-        reqs = [ctx.request(PROPOSE, f"{sw.sample.id}:aug_entity_propose", cfg.get("propose_max_tokens"),
+        reqs = [ctx.request(PROPOSE, f"{sw.sample.id}:aug_entity_propose", cfg.propose_max_tokens,
                             text=sw.sample.text, entity=" ".join(sw.sample.tokens[sw.start:sw.end]), type=TYPE_WORDS.get(sw.tag, sw.tag))
                 for sw in swaps]
         for sw, req, resp in zip(swaps, reqs, ctx.ask(reqs)):
@@ -153,7 +150,7 @@ def augment(train: list[Sample], ctx: Context, cfg: dict, rng: random.Random) ->
             out.detail = first_answer_line(resp.text)[:200] if out.reason else ""
     live = [sw for sw in swaps if not outcomes[id(sw)].reason]
     fields = {id(sw): apply(sw) for sw in live}
-    reqs = [ctx.request(CHECK, f"{sw.sample.id}:aug_entity_check:{sw.new_name}", cfg.get("check_max_tokens"),
+    reqs = [ctx.request(CHECK, f"{sw.sample.id}:aug_entity_check:{sw.new_name}", cfg.check_max_tokens,
                         text=" ".join(fields[id(sw)]["tokens"])) for sw in live]
     for sw, req, resp in zip(live, reqs, ctx.ask(reqs)):
         out = outcomes[id(sw)]

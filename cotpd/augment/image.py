@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 
+from ..config import ImageAug
 from ..records import Sample
 from .common import Context, Outcome, derived, draw, first_answer_line, record_answer
 
@@ -44,9 +45,10 @@ def parse_caption(answer: str, sample: Sample, real: str | None) -> tuple[str, s
     return cap, ""
 
 
-def augment(train: list[Sample], captions: dict[str, str], ctx: Context, cfg: dict, rng: random.Random) -> list[Outcome]:
-    chosen = plan(train, captions, cfg.get("n", 0), bool(cfg.get("second_view", False)), rng)
-    reqs = [ctx.request(PROMPT, f"{s.id}:aug_image", cfg.get("max_tokens"), text=s.text) for s in chosen]
+def augment(train: list[Sample], captions: dict[str, str], ctx: Context, cfg: ImageAug,
+            rng: random.Random) -> list[Outcome]:
+    chosen = plan(train, captions, cfg.n, cfg.second_view, rng)
+    reqs = [ctx.request(PROMPT, f"{s.id}:aug_image", text=s.text) for s in chosen]  # llm.max_tokens
     outcomes = []
     for s, req, resp in zip(chosen, reqs, ctx.ask(reqs)):
         out = Outcome(origin=s.id, aug="image")

@@ -65,9 +65,9 @@ def keep_list(sample: Sample) -> str:
     return ", ".join(dict.fromkeys(names)) or "none"
 
 
-def augment(samples: list[Sample], ctx: Context, cfg: dict) -> list[Outcome]:
-    requests = [ctx.request(PROMPT, f"{s.id}:aug_style", cfg.get("max_tokens"), text=s.text,
-                            entities=keep_list(s)) for s in samples]
+def augment(samples: list[Sample], ctx: Context) -> list[Outcome]:
+    """Rewrite each sample (augment.style.n of them, drawn by the caller); answers use llm.max_tokens."""
+    requests = [ctx.request(PROMPT, f"{s.id}:aug_style", text=s.text, entities=keep_list(s)) for s in samples]
     outcomes = []
     for s, req, resp in zip(samples, requests, ctx.ask(requests)):
         out = Outcome(origin=s.id, aug="style")

@@ -46,6 +46,17 @@ class ChatResponse:
     extra: dict = field(default_factory=dict)
 
 
+def last_user_text(messages) -> str:
+    """The text of the last user message (the text parts of a multimodal content list)."""
+    for m in reversed(messages or ()):
+        if m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, list):
+                return " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+            return str(c or "")
+    return ""
+
+
 class Runner(Protocol):
     """What stages receive as `llm=`: answers a list of requests, in order, through the ledger."""
 

@@ -17,6 +17,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..config import LLMCfg
 from ..errors import CotpdError
 from ..io import read_json, write_json
 from .base import ChatRequest
@@ -38,11 +39,10 @@ def batch_line(req: ChatRequest) -> dict:
 class BatchBackend(OpenAIBackend):
     name = "openai-batch"
 
-    def __init__(self, poll_s: float = 30.0, max_wait_s: float = 86400.0, state_path: str | Path | None = None,
-                 **kwargs):
-        super().__init__(**kwargs)
-        self.poll_s = float(poll_s)
-        self.max_wait_s = float(max_wait_s)
+    def __init__(self, llm: LLMCfg, state_path: str | Path | None = None, **kwargs):
+        super().__init__(llm, **kwargs)
+        self.poll_s = llm.batch_poll_s
+        self.max_wait_s = llm.batch_max_wait_s
         self.state_path = Path(state_path) if state_path else None
 
     def describe(self) -> str:

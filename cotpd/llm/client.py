@@ -22,9 +22,16 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 import httpx2
+import openai
 
+from ..config import LLMCfg
 from ..errors import ConfigError, CotpdError
 from .base import ChatRequest, ChatResponse
+
+try:  # uvloop's event loop takes a good part of the client's per-request CPU off (see _run)
+    import uvloop
+except ImportError:  # Windows, or a slim install: the standard loop works, only slower
+    uvloop = None
 
 log = logging.getLogger(__name__)
 NO_KEY = "sk-no-key"  # local servers (vLLM, llama.cpp) accept any key; the openai client wants one
@@ -62,11 +69,7 @@ def resolve_api_key(base_url: str | None) -> str:
 def _run(coro):
     """asyncio.run on uvloop where it exists: the client's per-request CPU is what limits a 32-wide
     stage on a small machine, and uvloop's event loop takes a good part of it off."""
-    try:
-        import uvloop
-    except ImportError:  # Windows, or a slim install: the standard loop works, only slower
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+    return asyncio.run(coro) if uvloop is None else uvloop.run(coro)
 
 
 def run_sync(coro_factory: Callable[[], object]):
@@ -126,24 +129,20 @@ def estimate_tokens(req: ChatRequest) -> int:
 
 
 def make_client(base_url: str | None, api_key: str, timeout_s: float, concurrency: int):
-    import openai  # imported lazily: replay runs never need it
-
     return openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
 
 
 class OpenAIBackend:
     name = "openai"
 
-    def __init__(self, base_url: str | None = None, concurrency: int = 16, rpm: float = 3000,
-                 tpm: float = 1_000_000, max_retries: int = 6, timeout_s: float = 60.0,
-                 backoff_base_s: float = 0.5, backoff_max_s: float = 30.0, max_retry_after_s: float = 120.0):
-        self.base_url = base_url
-        self._api_key = resolve_api_key(base_url)
-        self.concurrency = max(1, int(concurrency))
-        self.rpm, self.tpm = rpm, tpm
-        self.max_retries = int(max_retries)
-        self.timeout_s = float(timeout_s)
-        self.backoff = (float(backoff_base_s), float(backoff_max_s))
+    def __init__(self, llm: LLMCfg, backoff_max_s: float = 30.0, max_retry_after_s: float = 120.0):
+        self.base_url = llm.base_url
+        self._api_key = resolve_api_key(llm.base_url)
+        self.concurrency = llm.concurrency
+        self.rpm, self.tpm = llm.requests_per_minute, llm.tokens_per_minute
+        self.max_retries = llm.max_retries
+        self.timeout_s = llm.timeout_s
+        self.backoff = (llm.backoff_base_s, backoff_max_s)
         self.max_retry_after_s = max_retry_after_s
 
     def __repr__(self) -> str:  # never the key
@@ -173,8 +172,6 @@ class OpenAIBackend:
     async def retrying(self, make_coro, limiter: RateLimiter | None = None, tokens: float = 1,
                        label: str = "", on_retry=None):
         """Await `make_coro()` under our retry policy (see the module docstring)."""
-        import openai
-
         attempt = 0
         while True:
             if limiter is not None:

@@ -16,6 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ..config import LLMCfg
 from ..errors import ConfigError
 from .base import ChatRequest, ChatResponse
 
@@ -48,9 +52,6 @@ def _digest(path: Path) -> str:
 
 def converted_model_dir(gguf: Path | None = None) -> Path:
     """The cached ordinary model folder, converting the GGUF on first use (atomic rename)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = gguf or gguf_path()
     target = cache_root() / "smollm2" / _digest(gguf)
     if (target / "config.json").exists():
@@ -96,19 +97,16 @@ def _text_messages(messages) -> list[dict]:
 class LocalBackend:
     name = "local"
 
-    def __init__(self, batch_size: int = 8, num_threads: int | None = None, model_dir: str | Path | None = None):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        if num_threads:
-            torch.set_num_threads(int(num_threads))
+    def __init__(self, llm: LLMCfg, model_dir: str | Path | None = None):
+        if llm.local_num_threads:
+            torch.set_num_threads(llm.local_num_threads)
         path = Path(model_dir) if model_dir else converted_model_dir()
         self.tok = AutoTokenizer.from_pretrained(path)
         self.tok.padding_side = "left"  # batched generation continues every row from its end
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = max(1, llm.local_batch_size)
         self.fingerprint = f"{MODEL_NAME}@{path.name}"
 
     def __repr__(self) -> str:
@@ -118,8 +116,6 @@ class LocalBackend:
         return f"local {self.fingerprint}"
 
     def generate(self, batch: list[ChatRequest]) -> list[ChatResponse]:
-        import torch
-
         prompts = [self.tok.apply_chat_template(_text_messages(r.messages), add_generation_prompt=True,
                                                 tokenize=False) for r in batch]
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)

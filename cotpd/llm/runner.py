@@ -14,8 +14,12 @@ import logging
 import time
 from typing import Callable
 
+from tqdm.auto import tqdm
+
+from ..config import LLMCfg
+from ..params import validate
 from ..errors import ConfigError, CotpdError, LedgerMiss
-from .base import ChatRequest, ChatResponse
+from .base import ChatRequest, ChatResponse, last_user_text
 from .ledger import Ledger, gc_paused
 
 log = logging.getLogger(__name__)
@@ -23,18 +27,8 @@ MODES = ("replay", "record", "refresh")
 STAT_KEYS = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "cost_usd", "errors", "retries")
 
 
-def last_user_text(req: ChatRequest) -> str:
-    for m in reversed(req.messages):
-        if m.get("role") == "user":
-            c = m.get("content")
-            if isinstance(c, list):
-                return " ".join(p.get("text", "") for p in c if isinstance(p, dict))
-            return str(c)
-    return ""
-
-
 def describe_request(req: ChatRequest) -> str:
-    text = last_user_text(req)[:200].replace("\n", " ")
+    text = last_user_text(req.messages)[:200].replace("\n", " ")
     return f"sample_key={req.sample_key!r} prompt_version={req.prompt_version!r} prompt={text!r}"
 
 
@@ -159,16 +153,20 @@ class _NoBar:
 def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit="req", leave=False, mininterval=0.5)
 
 
-def make_request(llm_params: dict, messages: list | tuple, prompt_version: str = "", sample_key: str = "",
-                 **overrides) -> ChatRequest:
-    """A ChatRequest with model/temperature/max_tokens/seed from the `llm` params section."""
-    fields = {"model": llm_params.get("model", ""), "temperature": llm_params.get("temperature", 0.0),
-              "max_tokens": llm_params.get("max_tokens", 64), "seed": llm_params.get("seed", 0)}
-    fields.update(overrides)
-    return ChatRequest(messages=tuple(dict(m) for m in messages), prompt_version=prompt_version,
-                       sample_key=sample_key, **fields)
+def as_llm_cfg(llm: LLMCfg | dict) -> LLMCfg:
+    """The typed `llm` section; a plain mapping (a test's, the bench's) is validated here."""
+    return llm if isinstance(llm, LLMCfg) else validate(LLMCfg, llm, "llm")
+
+
+def make_request(llm: LLMCfg | dict, messages: list | tuple, prompt_version: str = "", sample_key: str = "",
+                 max_tokens: int | None = None, model: str | None = None) -> ChatRequest:
+    """The one way a stage builds a ChatRequest: model, temperature, max_tokens and seed from the
+    `llm` section. `max_tokens` (a stage's own answer budget; None or 0: llm.max_tokens) and
+    `model` (e.g. a vision model for captions) override it. Every field is part of the ledger key."""
+    llm = as_llm_cfg(llm)
+    return ChatRequest(messages=tuple(dict(m) for m in messages), model=model or llm.model,
+                       temperature=llm.temperature, max_tokens=max_tokens or llm.max_tokens, seed=llm.seed,
+                       prompt_version=prompt_version, sample_key=sample_key)

@@ -22,7 +22,7 @@ CRF mask stays contiguous).
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -59,9 +59,10 @@ def lowercases(tokenizer) -> bool:
     return enc[0] == enc[1]
 
 
-def ner_labels(entity_types: Sequence[str]) -> list[str]:
-    """IOB2 label list: O first, then B-/I- per type (in the order params.yaml lists the types)."""
-    return ["O"] + [f"{p}-{t}" for t in entity_types for p in ("B", "I")]
+def special_prefix(tokenizer) -> int:
+    """How many special tokens lead an encoding ([CLS] / <s>): the prompt vectors go right after them."""
+    probe = tokenizer("a", return_special_tokens_mask=True)["special_tokens_mask"]
+    return next((i for i, m in enumerate(probe) if not m), 0)
 
 
 def build_context(sample: Sample, grains: Sequence[str] | None = None) -> str:
@@ -78,13 +79,14 @@ def build_context(sample: Sample, grains: Sequence[str] | None = None) -> str:
     return " ".join(parts)
 
 
-def attach_context(samples: list[Sample], captions: list[dict] | None = None,
+def attach_context(samples: list[Sample], caps: Mapping[str, str] | None = None,
                    knowledge: list[dict] | None = None) -> list[Sample]:
-    """Join captions.jsonl (by image_id) and knowledge.jsonl (by split + sample_id) onto samples.
+    """Join captions (image id -> caption, cotpd.captions.table) and knowledge.jsonl rows (by split +
+    sample_id) onto samples.
 
     What a record already carries wins (augmented samples come with their own caption/knowledge).
     """
-    caps = {r["image_id"]: r["caption"] for r in captions or [] if (r.get("caption") or "").strip()}
+    caps = caps or {}
     know: dict[tuple, dict[str, str]] = {}
     for r in knowledge or []:
         if (r.get("text") or "").strip():
@@ -109,9 +111,6 @@ class Featurizer:
         self.max_length, self.kmax, self.grains = max_length, knowledge_max_length, grains
         self.pair_extra = tokenizer.num_special_tokens_to_add(pair=True) - tokenizer.num_special_tokens_to_add(pair=False)
         self.marker_ids = tokenizer.convert_tokens_to_ids(list(MARKERS)) if task == "re" else None
-        # leading special tokens ([CLS] / <s>): the prompt vectors go right after them
-        probe = tokenizer("a", return_special_tokens_mask=True)["special_tokens_mask"]
-        self.n_prefix = next((i for i, m in enumerate(probe) if not m), 0)
 
     def words(self, sample: Sample) -> list[str]:
         if self.task == "re":

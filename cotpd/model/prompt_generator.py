@@ -9,10 +9,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import PromptCfg
+
 
 class PromptGenerator(nn.Module):
-    def __init__(self, hidden: int, k: int = 8, layers: int = 2, heads: int = 4, dropout: float = 0.1):
+    def __init__(self, hidden: int, cfg: PromptCfg, dropout: float):
         super().__init__()
+        k, layers, heads = cfg.k, cfg.layers, cfg.heads
         if hidden % heads:
             raise ValueError(f"train.prompt.heads={heads} must divide the encoder hidden size {hidden}")
         self.k = k

@@ -8,23 +8,32 @@ Variants come from this one code path (train.variant):
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import get_args
 
 import torch
 from torch import nn
 
+from ..config import DistillCfg, TrainCfg, Variant
+from ..params import validate
 from ..errors import ConfigError
-from ..pipeline import VARIANTS
-from .data import SHAPES, lowercases
+from .data import SHAPES, lowercases, special_prefix
 from .encoder import load_encoder, quiet_transformers
 from .heads import TaskHead
 from .prompt_generator import PromptGenerator
 
 FORMAT = "cotpd-student/1"
+VARIANTS: tuple[str, ...] = get_args(Variant)
+# dropout of the prompt generator and the task head: fixed (not a train param), written to config.json
+DROPOUT = 0.1
+# the train params a student's layers and inputs depend on: written to config.json, read back by
+# load_student (as the TrainCfg the reloaded Student is built from)
+STUDENT_KEYS = ("prompt", "distill", "max_length", "knowledge_max_length", "case_features")
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None,
-               temperature: float, teacher_grad: bool = False, reduction: str = "sentence") -> torch.Tensor:
+               cfg: DistillCfg) -> torch.Tensor:
     """T^2 * KL(p_teacher/T || p_student/T) (paper Sec. 3.4, Eq. for L_KL; Hinton et al.'s T^2).
 
     reduction: "sentence" sums the per-word KL over each sentence and averages over sentences, the
@@ -36,9 +45,8 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask:
     its own task loss only), the usual choice in distillation: it keeps the KL from dragging the
     better-informed view down towards the text-only one.
     """
-    if reduction not in ("sentence", "token"):
-        raise ConfigError(f"train.distill.reduction must be sentence or token, got {reduction!r}")
-    t = teacher_logits if teacher_grad else teacher_logits.detach()
+    temperature, reduction = cfg.temperature, cfg.reduction
+    t = teacher_logits if cfg.teacher_grad else teacher_logits.detach()
     log_p_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p_t = torch.log_softmax(t.float() / temperature, dim=-1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # per position
@@ -53,10 +61,7 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask:
 
 
 class Student(nn.Module):
-    def __init__(self, encoder, tokenizer, task: str, labels: list[str], variant: str = "cotpd",
-                 prompt: dict | None = None, distill: dict | None = None, n_prefix: int = 1,
-                 dropout: float = 0.1, max_length: int = 64, knowledge_max_length: int = 192,
-                 case_features: bool = False):
+    def __init__(self, encoder, tokenizer, task: str, labels: list[str], variant: str, cfg: TrainCfg):
         super().__init__()
         if variant not in VARIANTS:
             raise ConfigError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
@@ -64,17 +69,16 @@ class Student(nn.Module):
             encoder.pooler = None  # unused: keeps DDP free of unused parameters and saves a matmul
         self.encoder, self.tokenizer = encoder, tokenizer
         self.task, self.labels, self.variant = task, list(labels), variant
-        self.n_prefix, self.max_length, self.knowledge_max_length = n_prefix, max_length, knowledge_max_length
-        self.prompt_cfg = dict(prompt or {"k": 8, "layers": 2, "heads": 4})
-        self.distill = {"lambda": 1.0, "temperature": 2.0, "teacher_grad": False, "reduction": "sentence",
-                        **(distill or {})}
+        self.n_prefix = special_prefix(tokenizer)
+        self.max_length, self.knowledge_max_length = cfg.max_length, cfg.knowledge_max_length
+        self.prompt_cfg, self.distill = cfg.prompt, cfg.distill
         hidden = encoder.config.hidden_size
-        self.prompt = (PromptGenerator(hidden, self.prompt_cfg["k"], self.prompt_cfg["layers"],
-                                       self.prompt_cfg["heads"], dropout) if variant == "cotpd" else None)
-        self.head = TaskHead(task, hidden, len(self.labels), dropout)
+        self.prompt = PromptGenerator(hidden, cfg.prompt, DROPOUT) if variant == "cotpd" else None
+        self.head = TaskHead(task, hidden, len(self.labels), DROPOUT)
         # word-shape embeddings added to the input embeddings (cotpd.model.data.SHAPES); zero at the
-        # start, so the pretrained encoder begins exactly as it was loaded
-        self.case_features = bool(case_features)
+        # start, so the pretrained encoder begins exactly as it was loaded. "auto": only where the
+        # tokenizer drops case (MiniLM, bert-*-uncased)
+        self.case_features = lowercases(tokenizer) if cfg.case_features == "auto" else cfg.case_features
         self.case_embed = nn.Embedding(len(SHAPES), hidden) if self.case_features else None
         if self.case_embed is not None:
             nn.init.zeros_(self.case_embed.weight)
@@ -130,9 +134,8 @@ class Student(nn.Module):
         mask = None
         if self.task == "ner":  # words covered by both views (truncation may differ)
             mask = know["word_mask"] & text["word_mask"]
-        kl = distill_kl(s_logits, t_logits, mask, self.distill["temperature"], self.distill["teacher_grad"],
-                        self.distill["reduction"])
-        loss = l_know + l_prompt + self.distill["lambda"] * kl
+        kl = distill_kl(s_logits, t_logits, mask, self.distill)
+        loss = l_know + l_prompt + self.distill.lambda_ * kl
         return {"loss": loss, "task": (l_know + l_prompt).detach(), "kl": kl.detach()}
 
     @torch.no_grad()
@@ -142,9 +145,10 @@ class Student(nn.Module):
 
     # --- persistence -------------------------------------------------------------------------------
     def config(self) -> dict:
+        """What config.json records of the model (STUDENT_KEYS are read back by `load_student`)."""
         return {"format": FORMAT, "task": self.task, "labels": self.labels, "variant": self.variant,
-                "prompt": self.prompt_cfg, "distill": self.distill, "n_prefix": self.n_prefix,
-                "dropout": self.head.dropout.p, "max_length": self.max_length,
+                "prompt": self.prompt_cfg.model_dump(), "distill": self.distill.model_dump(by_alias=True),
+                "n_prefix": self.n_prefix, "dropout": self.head.dropout.p, "max_length": self.max_length,
                 "knowledge_max_length": self.knowledge_max_length, "case_features": self.case_features}
 
     def save(self, path: str | Path, params: dict | None = None, extra: dict | None = None) -> Path:
@@ -152,8 +156,6 @@ class Student(nn.Module):
 
         Written into a sibling temporary folder that then replaces `path`, so a crash mid-save never
         leaves a new encoder beside an old head (or a folder a reader would take as complete)."""
-        import shutil
-
         path = Path(path)
         tmp = path.with_name(f".{path.name}.saving")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -174,20 +176,10 @@ class Student(nn.Module):
         return path
 
 
-def build_student(encoder_name: str, task: str, labels: list[str], variant: str, tparams: dict) -> Student:
-    """A fresh student from train params (encoder by id/path, prompt and distill settings)."""
-    from .data import Featurizer
-
-    tokenizer, encoder = load_encoder(encoder_name, markers=task == "re")
-    n_prefix = Featurizer(tokenizer, task, labels, 8, 8).n_prefix
-    case = tparams.get("case_features", False)
-    if case == "auto":  # only where the tokenizer drops case (MiniLM, bert-*-uncased)
-        case = lowercases(tokenizer)
-    if not isinstance(case, bool):
-        raise ConfigError(f"train.case_features must be true, false or auto, got {case!r}")
-    return Student(encoder, tokenizer, task, labels, variant, tparams.get("prompt"), tparams.get("distill"),
-                   n_prefix, tparams.get("dropout", 0.1), tparams["max_length"], tparams["knowledge_max_length"],
-                   case)
+def build_student(task: str, labels: list[str], variant: str, cfg: TrainCfg) -> Student:
+    """A fresh student from train params (encoder cfg.encoder by id or path, prompt and distill settings)."""
+    tokenizer, encoder = load_encoder(cfg.encoder, markers=task == "re")
+    return Student(encoder, tokenizer, task, labels, variant, cfg)
 
 
 def load_student(path: str | Path, device: str | torch.device = "cpu") -> Student:
@@ -196,17 +188,19 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> Studen
     cfg_path = path / "config.json"
     if not cfg_path.exists():
         raise ConfigError(f"{path}: not a trained student (no config.json)")
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    if cfg.get("format") != FORMAT:
-        raise ConfigError(f"{cfg_path}: format {cfg.get('format')!r}, expected {FORMAT!r}")
+    saved = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if saved.get("format") != FORMAT:
+        raise ConfigError(f"{cfg_path}: format {saved.get('format')!r}, expected {FORMAT!r}")
+    # folders saved before case features existed have no case_features key: they had none
+    legacy = {"case_features": False}
+    cfg = validate(TrainCfg, {**legacy, **{k: saved[k] for k in STUDENT_KEYS if k in saved},
+                              "encoder": str(path / "encoder")}, str(cfg_path))
     tokenizer, encoder = load_encoder(path / "encoder")
-    model = Student(encoder, tokenizer, cfg["task"], cfg["labels"], cfg["variant"], cfg["prompt"], cfg["distill"],
-                    cfg["n_prefix"], cfg["dropout"], cfg["max_length"], cfg["knowledge_max_length"],
-                    cfg.get("case_features", False))
+    model = Student(encoder, tokenizer, saved["task"], saved["labels"], saved["variant"], cfg)
     state = torch.load(path / "heads.pt", map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
     bad = [k for k in missing if not k.startswith("encoder.")] + list(unexpected)
     if bad:
         raise ConfigError(f"{path / 'heads.pt'}: state dict does not match config.json: {bad[:5]}")
-    model.saved_config = cfg
+    model.saved_config = saved
     return model.to(device).eval()

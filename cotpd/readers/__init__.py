@@ -12,70 +12,63 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import DatasetParams, Split
 from ..errors import ConfigError
 from ..params import Layout
 from ..records import SPLITS, Sample
-from .captions import Captions, normalize_image_id, read_captions
+from .captions import IMAGE_EXTS, Captions, normalize_image_id, read_captions
 from .conll import NerScheme, entity_spans, read_conll
 from .mnre import read_mnre, read_rel2id
 from .pgim import align, read_pgim
 
-__all__ = ["Captions", "Knowledge", "NerScheme", "attach", "entity_spans", "input_path", "load_captions",
-           "load_precomputed_knowledge", "normalize_image_id", "read_dataset", "read_rel2id", "read_split", "scheme"]
+__all__ = ["IMAGE_EXTS", "Captions", "Knowledge", "NerScheme", "attach", "entity_spans", "input_path",
+           "load_captions", "load_precomputed_knowledge", "normalize_image_id", "read_dataset", "read_rel2id",
+           "read_split", "scheme"]
 
-FORMATS = ("twitter_conll", "mnre")
 
-
-def input_path(dparams: dict, root: str | Path, rel: str) -> Path:
+def input_path(dp: DatasetParams, root: str | Path, rel: str) -> Path:
     """A dataset input file: relative to the dataset's `root`, itself relative to the project root."""
-    return Layout(Path(root), dparams["dataset"]["name"]).resolve_input(dparams, rel)
+    return Layout(Path(root), dp.dataset.name).resolve_input(dp, rel)
 
 
-def _split_path(dparams: dict, root, section, split: str) -> Path:
-    """`section` is one file name or {split: file name} (params.yaml allows both)."""
-    rel = section.get(split) if isinstance(section, dict) else section
-    if rel is None:
-        raise ConfigError(f"dataset {dparams['dataset']['name']!r} names no file for split {split!r}")
-    return input_path(dparams, root, rel)
+def split_path(dp: DatasetParams, root: str | Path, split: Split) -> Path:
+    """The data file of one split."""
+    return input_path(dp, root, getattr(dp.dataset.splits, split))
 
 
-def scheme(dparams: dict) -> NerScheme:
-    return NerScheme.from_params(dparams["dataset"])
+def scheme(dp: DatasetParams) -> NerScheme:
+    return NerScheme.from_params(dp.dataset)
 
 
-def read_split(dparams: dict, root: str | Path, split: str, rel2id: dict | None = None) -> tuple[list[Sample], dict]:
+def _rel2id(dp: DatasetParams, root: str | Path) -> dict[str, int]:
+    return read_rel2id(input_path(dp, root, dp.dataset.rel2id))
+
+
+def read_split(dp: DatasetParams, root: str | Path, split: Split,
+               rel2id: dict | None = None) -> tuple[list[Sample], dict]:
     """One split of the dataset as records with ids `<split>-<index>`, and its stats."""
-    ds = dparams["dataset"]
-    fmt = ds.get("format")
-    path = _split_path(dparams, root, ds.get("splits") or {}, split)
-    if fmt == "twitter_conll":
-        return read_conll(path, split, scheme(dparams))
-    if fmt == "mnre":
-        if rel2id is None:
-            rel2id = read_rel2id(input_path(dparams, root, ds.get("rel2id") or "rel2id.json"))
-        return read_mnre(path, split, rel2id)
-    raise ConfigError(f"dataset {ds['name']!r}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+    path = split_path(dp, root, split)
+    if dp.dataset.format == "twitter_conll":
+        return read_conll(path, split, scheme(dp))
+    return read_mnre(path, split, rel2id if rel2id is not None else _rel2id(dp, root))
 
 
-def read_dataset(dparams: dict, root: str | Path, splits=SPLITS) -> dict[str, tuple[list[Sample], dict]]:
+def read_dataset(dp: DatasetParams, root: str | Path, splits=SPLITS) -> dict[str, tuple[list[Sample], dict]]:
     """Every split, validated (the first bad line of any split raises before anything is returned)."""
-    ds = dparams["dataset"]
-    rel2id = read_rel2id(input_path(dparams, root, ds.get("rel2id") or "rel2id.json")) if ds.get("format") == "mnre" else None
-    return {split: read_split(dparams, root, split, rel2id) for split in splits}
+    rel2id = _rel2id(dp, root) if dp.dataset.format == "mnre" else None
+    return {split: read_split(dp, root, split, rel2id) for split in splits}
 
 
-def load_captions(dparams: dict, root: str | Path) -> Captions:
+def load_captions(dp: DatasetParams, root: str | Path) -> Captions:
     """The dataset's precomputed captions (all splits' files): dict image_id -> caption.
 
     Empty captions are not in the dict (they are in `.empty`); `.stats` counts rows, empty,
     placeholder (`inf.png`) and duplicate rows. A dataset with `captions: null` gives an empty dict.
     """
-    cfg = dparams["dataset"].get("captions")
-    if not cfg:
+    files = dp.dataset.captions
+    if files is None:
         return Captions()
-    section = cfg.get("path")
-    rels = list(dict.fromkeys(section.values())) if isinstance(section, dict) else [section]
-    return read_captions(cfg.get("format"), [input_path(dparams, root, r) for r in rels])
+    return read_captions(files.format, [input_path(dp, root, rel) for rel in files.files()])
 
 
 class Knowledge(dict):
@@ -86,7 +79,7 @@ class Knowledge(dict):
         self.stats: dict = {}
 
 
-def load_precomputed_knowledge(dparams: dict, root: str | Path, split: str,
+def load_precomputed_knowledge(dp: DatasetParams, root: str | Path, split: Split,
                                samples: list[Sample] | None = None) -> Knowledge:
     """Published knowledge of one split, keyed by sample id (see readers/pgim.py for the alignment).
 
@@ -94,17 +87,14 @@ def load_precomputed_knowledge(dparams: dict, root: str | Path, split: str,
     that full split (then it is used as is) or any subset of it, e.g. `cot.max_samples` of them: the
     result then holds only their ids, after checking their tokens are the split's.
     """
-    ds = dparams["dataset"]
-    cfg = ds.get("knowledge")
-    if not cfg:
-        raise ConfigError(f"dataset {ds['name']!r} has no precomputed knowledge (knowledge: null)")
-    if cfg.get("format", "pgim") != "pgim":
-        raise ConfigError(f"dataset {ds['name']!r}: unknown knowledge format {cfg.get('format')!r} (known: pgim)")
-    path = _split_path(dparams, root, cfg.get("path"), split)
+    files = dp.dataset.knowledge
+    if files is None:
+        raise ConfigError(f"dataset {dp.dataset.name!r} has no precomputed knowledge (knowledge: null)")
+    path = input_path(dp, root, files.file_for(split))
     full = samples if samples is not None and _is_full_split(samples, split) else None
-    data_path = _split_path(dparams, root, ds.get("splits") or {}, split)
+    data_path = split_path(dp, root, split)
     if full is None:
-        full, _ = read_split(dparams, root, split)
+        full, _ = read_split(dp, root, split)
     texts, stats = align(path, read_pgim(path), full, data_path)
     out = Knowledge()
     if samples is None or samples is full:

@@ -2,10 +2,10 @@
 a blank line between tweets. The same reader serves any BIO token file with an optional IMGID line
 (SNAP, WikiDiverse-style data): the dataset's params say which entity types exist.
 
-Dataset params (under `datasets.<name>` in params.yaml):
-  entity_types  allowed types after mapping (default PER, LOC, ORG, OTHER)
-  type_map      renames applied first (default MISC -> OTHER, so Twitter-2017 models run on 2015)
-  strict_iob2   true: an `I-X` not continuing an X entity is an error (default)
+Dataset params (under `datasets.<name>` in params.yaml; defaults in cotpd/config.py DatasetCfg):
+  entity_types  allowed types after mapping (null: PER, LOC, ORG, OTHER)
+  type_map      renames applied first (MISC -> OTHER by default, so Twitter-2017 models run on 2015)
+  strict_iob2   true: an `I-X` not continuing an X entity is an error
   invalid_iob2  with strict_iob2 false: `repair` rewrites it to `B-X`; `keep` leaves it as published.
                 Twitter-2015 has 186/53/135 such tags; its published entity counts (6166/1541/5072)
                 and every reported score treat them seqeval-strict (ignored), so it uses `keep`.
@@ -16,36 +16,33 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
+from ..config import DatasetCfg
+from ..errors import DataError
 from ..io import read_text_lines
-from ..records import NerSample
+from ..records import NerSample, iob2_labels
 from .captions import normalize_image_id
 
-DEFAULT_TYPES = ("PER", "LOC", "ORG", "OTHER")
-DEFAULT_TYPE_MAP = {"MISC": "OTHER"}
+DEFAULT_TYPES = ("PER", "LOC", "ORG", "OTHER")  # the Twitter-2015/2017 types (entity_types: null)
+_DATASET = DatasetCfg.model_fields  # a scheme built without params takes the params' defaults
 
 
 @dataclass
 class NerScheme:
     entity_types: tuple[str, ...] = DEFAULT_TYPES
-    type_map: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TYPE_MAP))
-    strict_iob2: bool = True
-    invalid_iob2: str = "repair"  # repair | keep (only when strict_iob2 is false)
+    type_map: dict[str, str] = field(
+        default_factory=lambda: _DATASET["type_map"].get_default(call_default_factory=True))
+    strict_iob2: bool = _DATASET["strict_iob2"].default
+    invalid_iob2: str = _DATASET["invalid_iob2"].default  # repair | keep (only when strict_iob2 is false)
 
     @classmethod
-    def from_params(cls, ds: dict) -> "NerScheme":
-        invalid = ds.get("invalid_iob2", "repair")
-        if invalid not in ("repair", "keep"):
-            raise ConfigError(f"dataset {ds.get('name')!r}: invalid_iob2 must be repair or keep, got {invalid!r}")
-        type_map = ds.get("type_map")
-        return cls(entity_types=tuple(ds.get("entity_types") or DEFAULT_TYPES),
-                   type_map=dict(DEFAULT_TYPE_MAP if type_map is None else type_map),
-                   strict_iob2=bool(ds.get("strict_iob2", True)), invalid_iob2=invalid)
+    def from_params(cls, ds: DatasetCfg) -> "NerScheme":
+        return cls(entity_types=tuple(ds.entity_types or DEFAULT_TYPES), type_map=dict(ds.type_map),
+                   strict_iob2=ds.strict_iob2, invalid_iob2=ds.invalid_iob2)
 
     @property
     def labels(self) -> list[str]:
         """The label set, O first (the order models use for their output layer)."""
-        return ["O"] + [f"{p}-{t}" for t in self.entity_types for p in "BI"]
+        return iob2_labels(self.entity_types)
 
 
 def entity_spans(labels: list[str]) -> list[tuple[str, int, int]]:

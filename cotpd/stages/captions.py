@@ -11,10 +11,10 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from ..captioning import OK, build_captioner
+from ..captions.captioners import OK, build_captioner
 from ..errors import DataError
 from ..io import read_jsonl, write_jsonl
-from ..params import Layout, dataset_params
+from ..params import Layout, Params, dataset_params
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +34,13 @@ def image_ids(layout: Layout) -> tuple[list[str], int]:
     return sorted(ids), no_image
 
 
-def load_captions(path: str | Path) -> dict[str, str]:
-    """image_id -> caption from a captions.jsonl (only images that got one)."""
-    return {r["image_id"]: r["caption"] for r in read_jsonl(path) if r.get("caption")}
-
-
-def run(dataset: str, root: Path, params: dict, captioner=None, llm=None, **resources) -> dict:
+def run(dataset: str, root: Path, params: Params | dict, captioner=None, llm=None, **resources) -> dict:
     root = Path(root)
-    dparams = dataset_params(params, dataset)
+    dp = dataset_params(params, dataset)
     layout = Layout(root, dataset)
     ids, no_image = image_ids(layout)
     own_runner = captioner is None and llm is None  # a runner we build, we close
-    captioner = captioner or build_captioner(dparams, root, llm=llm)
+    captioner = captioner or build_captioner(dp, root, llm=llm)
     try:
         results = captioner.caption(ids) if ids else {}
     finally:

@@ -13,9 +13,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
+from .. import plots
 from ..errors import ConfigError
 from ..io import write_json
-from ..params import Layout, dataset_params
+from ..model.student import load_student
+from ..params import Layout, Params, dataset_params
+from ..training import evaluate as M
+from ..training.corpus import load_split
+from ..training.loop import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -24,27 +31,19 @@ def plots_dir(layout: Layout) -> Path:
     return layout.base / "plots"
 
 
-def run(dataset: str, root: Path, params: dict, variants: list[str] | None = None, cross_from: str | None = None,
-        **resources) -> dict:
-    from .. import metrics as M
-    from ..model.corpus import load_split
-    from ..model.student import load_student
-    from ..train import resolve_device
-
+def run(dataset: str, root: Path, params: Params | dict, variants: list[str] | None = None,
+        cross_from: str | None = None, **resources) -> dict:
     root = Path(root)
     dp, layout = dataset_params(params, dataset), Layout(root, dataset)
-    variants = variants or dp["train"]["variants"]
-    eval_view = (dp.get("eval") or {}).get("view", "prompt")
-    device = resolve_device(dp["train"].get("device", "auto"))
-    if dp["train"].get("num_threads"):
-        import torch
-
-        torch.set_num_threads(int(dp["train"]["num_threads"]))
-    bf16 = bool(dp["train"].get("bf16", True))
+    variants = variants or dp.train.variants
+    device = resolve_device(dp.train.device)
+    if dp.train.num_threads:
+        torch.set_num_threads(dp.train.num_threads)
+    bf16 = dp.train.bf16
     test = load_split(dataset, root, params, "test")
     summary, missing, per_variant = {}, [], {}
     source = Layout(root, cross_from) if cross_from else layout
-    type_map = dp["dataset"].get("type_map") or {}
+    type_map = dp.dataset.type_map
     for v in variants:
         mdir, name = source.model_dir(v), f"cross_{cross_from}_{v}" if cross_from else v
         if not (mdir / "config.json").exists():
@@ -56,7 +55,7 @@ def run(dataset: str, root: Path, params: dict, variants: list[str] | None = Non
             m = M.cross_evaluate(model, test, type_map, "prompt")
         else:
             m = M.evaluate(model, test, "prompt", bf16=bf16)
-        if eval_view == "knowledge" and model.variant == "cotpd":
+        if dp.eval.view == "knowledge" and model.variant == "cotpd":
             m["knowledge_view"] = M.evaluate(model, test, "knowledge", bf16=bf16)
         m.update(variant=v, dataset=dataset, model_dir=str(mdir), trained_on=cross_from or dataset)
         write_json(layout.metrics(name), m)
@@ -78,8 +77,6 @@ def run(dataset: str, root: Path, params: dict, variants: list[str] | None = Non
 
 
 def _plots(layout: Layout, dataset: str, per_variant: dict[str, dict]) -> list[Path]:
-    from .. import plots
-
     out_dir = plots_dir(layout)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

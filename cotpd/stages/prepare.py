@@ -12,32 +12,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import readers
-from ..params import Layout, dataset_params
+from ..params import Layout, Params, dataset_params
 from ..records import SPLITS, write_records
 
 
-def run(dataset: str, root: Path, params: dict, **resources) -> dict:
+def run(dataset: str, root: Path, params: Params | dict, **resources) -> dict:
     root = Path(root)
     dparams = dataset_params(params, dataset)
-    ds = dparams["dataset"]
+    ds = dparams.dataset
     layout = Layout(root, dataset)
 
     data = readers.read_dataset(dparams, root, SPLITS)  # raises DataError on the first bad line
     knowledge = {}
-    if ds.get("knowledge"):
+    if ds.knowledge is not None:
         for split, (samples, _) in data.items():
             knowledge[split] = readers.load_precomputed_knowledge(dparams, root, split, samples).stats
 
-    summary: dict = {"dataset": dataset, "task": ds.get("task"), "format": ds.get("format"),
+    summary: dict = {"dataset": dataset, "task": ds.task, "format": ds.format,
                      "splits": {}, "outputs": {}}
     image_ids: set[str] = set()
     for split, (samples, stats) in data.items():
         summary["splits"][split] = stats
         image_ids.update(s.image_id for s in samples if s.image_id)
     summary["image_ids"] = len(image_ids)
-    images_dir = ds.get("images")
-    if images_dir:  # the sample ships its images; real data has none (images: null)
-        folder = layout.resolve_input(dparams, images_dir)
+    if ds.images:  # the sample ships its images; real data has none (images: null)
+        folder = layout.resolve_input(dparams, ds.images)
         present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
         missing = sorted(image_ids - present)
         summary["images"] = {"present": len(image_ids) - len(missing), "missing": len(missing),

@@ -9,22 +9,23 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from ..params import dataset_params
+from ..config import DatasetParams
+from ..params import Params, dataset_params
+from ..training.loop import train_and_evaluate
 
 
-def _tracking(root: Path, dataset: str, variant: str, dparams: dict, tracker):
-    """THE one place MLflow tracking is wired in (cotpd.tracking). tracker: None = track with the
-    params' settings, a dict = extra tags (e.g. the Dagster run id), False = no tracking."""
-    if tracker is False or not (dparams.get("tracking") or {}).get("enabled", True):
+def _tracking(root: Path, dataset: str, variant: str, dp: DatasetParams, tracker):
+    """THE one place MLflow tracking is wired in (cotpd.training.tracking). tracker: None = track with
+    the params' settings, a dict = extra tags (e.g. the Dagster run id), False = no tracking."""
+    if tracker is False or not dp.tracking.enabled:
         return contextlib.nullcontext(None)
-    from .. import tracking
+    from ..training import tracking  # lazy: mlflow takes seconds to import; untracked runs never need it
 
-    return tracking.training_run(root, dataset, variant, dparams, tags=tracker or None)
+    return tracking.training_run(root, dataset, variant, dp, tags=tracker or None)
 
 
-def run(dataset: str, root: Path, params: dict, variant: str = "cotpd", tracker=None, **resources) -> dict:
-    from ..train import train_and_evaluate
-
+def run(dataset: str, root: Path, params: Params | dict, variant: str = "cotpd", tracker=None,
+        **resources) -> dict:
     root = Path(root)
     dp = dataset_params(params, dataset)
     with _tracking(root, dataset, variant, dp, tracker) as mlrun:
@@ -32,8 +33,8 @@ def run(dataset: str, root: Path, params: dict, variant: str = "cotpd", tracker=
                                     on_epoch_end=mlrun.log_epoch if mlrun is not None else None)
         if mlrun is not None:
             mlrun.log_result(result)
-            if (dp.get("tracking") or {}).get("log_model", True):
-                mlrun.log_student_model(result.model_dir, dp["dataset"]["task"])
+            if dp.tracking.log_model:
+                mlrun.log_student_model(result.model_dir, dp.task)
     summary = {"dataset": dataset, "variant": variant, "model_dir": result.model_dir,
                "best_epoch": result.best_epoch, "dev_f1": result.best_dev.get("f1"),
                "test_f1": (result.test or {}).get("f1"), "train_tokens_per_s": round(result.train_tokens_per_s, 1),

@@ -3,7 +3,7 @@
 Every run carries the resolved params (flattened to dot keys) and their hash, the git commit, the
 hashes of the data it read (normalized splits, captions, knowledge, augmentations, LLM ledgers),
 per-epoch metrics under fixed names (dev_f1, train_loss, ...), system metrics, the evaluation plots
-and the student as an MLflow pyfunc model that takes raw text (cotpd.serving).
+and the student as an MLflow pyfunc model that takes raw text (cotpd.serving.pyfunc).
 
 The store is sqlite (`tracking.uri` in params.yaml, relative to the project root; MLflow 3.17 no
 longer accepts a bare `mlruns/` file store) and artifacts live under <root>/mlruns/artifacts.
@@ -20,7 +20,12 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
-from .params import Layout, params_hash
+import mlflow
+
+from .. import plots
+from ..config import DatasetParams, TrackingCfg
+from ..params import Layout, params_hash
+from ..serving.pyfunc import log_pyfunc
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +48,12 @@ def tracking_uri(root: Path, uri: str) -> str:
     return uri
 
 
-def setup(root: Path, tparams: dict) -> str:
+def setup(root: Path, cfg: TrackingCfg) -> str:
     """Point MLflow at the project's store and return the experiment id (created if needed)."""
-    import mlflow
-
     root = Path(root).resolve()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in logs
-    mlflow.set_tracking_uri(tracking_uri(root, tparams.get("uri", "sqlite:///mlruns/mlflow.db")))
-    name = tparams.get("experiment", "cotpd")
+    mlflow.set_tracking_uri(tracking_uri(root, cfg.uri))
+    name = cfg.experiment
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -162,29 +165,23 @@ class TrainingRun:
     def log_epoch(self, epoch: int, metrics: dict) -> None:
         """Per-epoch curves (step = epoch) under "epoch/" (a section of their own in the MLflow UI),
         so that the final `dev_f1` (best checkpoint) never mixes with the dev F1 of each epoch."""
-        import mlflow
-
         values = {f"{EPOCH_PREFIX}{k}": v for k, v in numeric(metrics).items() if k != "epoch"}
         if values:
             mlflow.log_metrics(values, step=int(epoch))
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        import mlflow
-
         values = numeric(metrics)
         if values:
             mlflow.log_metrics(values, step=step)
 
     def log_result(self, result: Any) -> dict[str, float]:
         """Final metrics of a training: best dev, test (with per-type F1), throughput; plots too."""
-        import mlflow
-
         r = as_dict(result)
         final: dict[str, float] = {}
         final.update(numeric(r.get("best_dev") or r.get("dev") or {}, "dev_"))
         test = r.get("test") or {}
         final.update(numeric(test, "test_"))
-        # top-level scalars of cotpd.train.TrainResult: train_tokens_per_s, best_epoch, n_train, ...
+        # top-level scalars of cotpd.training.loop.TrainResult: train_tokens_per_s, best_epoch, n_train, ...
         final.update({k: float(v) for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         final.update(numeric(r.get("throughput") or {}))
         timings = r.get("timings") or {}
@@ -202,8 +199,6 @@ class TrainingRun:
         return final
 
     def _log_plots(self, test: dict) -> None:
-        from . import plots
-
         per_type = test.get("per_type") or test.get("per_relation") or {}
         if per_type:
             self.log_figure(plots.per_type_f1(per_type, title=f"{self.dataset}: per-type test F1"),
@@ -214,15 +209,10 @@ class TrainingRun:
                             "plots/confusion.png")
 
     def log_figure(self, fig, name: str) -> None:
-        import matplotlib.pyplot as plt
-        import mlflow
-
         mlflow.log_figure(fig, name)
-        plt.close(fig)
+        plots.close(fig)
 
     def log_artifacts(self, path: str | Path, artifact_path: str | None = None) -> None:
-        import mlflow
-
         path = Path(path)
         if path.is_dir():
             mlflow.log_artifacts(str(path), artifact_path)
@@ -230,9 +220,7 @@ class TrainingRun:
             mlflow.log_artifact(str(path), artifact_path)
 
     def log_student_model(self, model_dir: str | Path, task: str) -> str:
-        """Log the trained student as a pyfunc model taking raw text (see cotpd.serving)."""
-        from .serving import log_pyfunc
-
+        """Log the trained student as a pyfunc model taking raw text (see cotpd.serving.pyfunc)."""
         self.model_uri = log_pyfunc(Path(model_dir), task)
         return self.model_uri
 
@@ -251,7 +239,7 @@ def run_tags(root: Path, dataset: str, variant: str, seed: Any, extra: dict | No
 
 
 @contextlib.contextmanager
-def training_run(root: str | Path, dataset: str, variant: str, dparams: dict, tags: dict | None = None,
+def training_run(root: str | Path, dataset: str, variant: str, dp: DatasetParams, tags: dict | None = None,
                  seed: int | None = None, run_name: str | None = None,
                  data_root: str | Path | None = None) -> Iterator[TrainingRun]:
     """Open one MLflow run for one training; it ends FAILED if the block raises.
@@ -260,34 +248,28 @@ def training_run(root: str | Path, dataset: str, variant: str, dparams: dict, ta
     `data_root`: where the training's outputs/ and ledger/ live when not under `root` (cotpd bench
     trains in a work folder but tracks into the project's store).
     """
-    import mlflow
-
     root = Path(root).resolve()
-    tparams = dparams.get("tracking") or {}
-    seed = dparams.get("seed") if seed is None else seed
-    experiment_id = setup(root, tparams)
+    cfg = dp.tracking
+    seed = dp.seed if seed is None else seed
+    experiment_id = setup(root, cfg)
     # sample often enough that even a short run gets a system-metrics point or two
-    interval = float(tparams.get("system_metrics_interval_s", 2))
-    os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(interval))
+    os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(float(cfg.system_metrics_interval_s)))
     all_tags = run_tags(root, dataset, variant, seed, tags, Path(data_root).resolve() if data_root else None)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{dataset}-{variant}-s{seed}",
-                          tags=all_tags, log_system_metrics=bool(tparams.get("system_metrics", True))) as run:
-        params = flatten(dparams)
-        params["params_hash"] = params_hash(dparams)
+                          tags=all_tags, log_system_metrics=cfg.system_metrics) as run:
+        params = flatten(dp.model_dump(mode="json", by_alias=True))
+        params["params_hash"] = params_hash(dp)
         params["variant"] = variant
         params["seed"] = str(seed)  # the run's seed, even where the caller overrode params.seed
         items = sorted(params.items())
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             mlflow.log_params(dict(items[i:i + 100]))
-        handle = TrainingRun(run.info.run_id, experiment_id, tparams.get("ui_url", "http://127.0.0.1:5000"),
-                             root, dataset)
+        handle = TrainingRun(run.info.run_id, experiment_id, cfg.ui_url, root, dataset)
         log.info("MLflow run %s (%s)", handle.run_id, handle.url)
         yield handle
 
 
-def fetch_run(root: Path, tparams: dict, run_id: str):
+def fetch_run(root: Path, cfg: TrackingCfg, run_id: str):
     """The MLflow Run object (for tests and the bench report)."""
-    import mlflow
-
-    setup(root, tparams)
+    setup(root, cfg)
     return mlflow.get_run(run_id)

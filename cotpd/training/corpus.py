@@ -7,12 +7,14 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import DatasetParams
 from ..errors import ConfigError, DataError
 from ..io import read_jsonl, read_text
-from ..metrics import map_types
-from ..params import Layout, dataset_params
-from ..records import SPLITS, NerSample, Sample, from_dict, read_records
-from .data import attach_context, ner_labels
+from ..captions.table import read_caption_table
+from ..model.data import attach_context
+from ..params import Layout, Params, dataset_params
+from ..records import SPLITS, NerSample, Sample, from_dict, iob2_labels, iob2_types, read_records
+from .evaluate import map_types
 
 
 @dataclass
@@ -23,16 +25,15 @@ class Corpus:
     train: list[Sample]
     valid: list[Sample]
     test: list[Sample]
-    dparams: dict
+    dparams: DatasetParams
     stats: dict = field(default_factory=dict)
 
 
-def label_set(dparams: dict, layout: Layout, train: list[Sample]) -> list[str]:
-    ds = dparams["dataset"]
-    if ds["task"] == "ner":
-        types = ds.get("entity_types") or sorted({lab[2:] for s in train for lab in s.labels if lab != "O"})
-        return ner_labels(types)
-    rel2id_path = layout.resolve_input(dparams, ds.get("rel2id"))
+def label_set(dp: DatasetParams, layout: Layout, train: list[Sample]) -> list[str]:
+    ds = dp.dataset
+    if ds.task == "ner":
+        return iob2_labels(ds.entity_types or iob2_types(lab for s in train for lab in s.labels))
+    rel2id_path = layout.resolve_input(dp, ds.rel2id)
     if rel2id_path is None:  # no map: the relations seen in training, None first
         return ["None"] + sorted({s.relation for s in train} - {"None"})
     try:
@@ -62,27 +63,27 @@ def _read_split(layout: Layout, dataset: str, split: str) -> list[Sample]:
     return read_records(path)
 
 
-def _context_rows(layout: Layout) -> tuple[list[dict], list[dict]]:
-    captions = read_jsonl(layout.captions) if layout.captions.exists() else []
+def _context_rows(layout: Layout) -> tuple[dict[str, str], list[dict]]:
+    captions = read_caption_table(layout)
     knowledge = read_jsonl(layout.knowledge) if layout.knowledge.exists() else []
     return captions, knowledge
 
 
-def load_split(dataset: str, root: Path, params: dict, split: str = "test") -> list[Sample]:
+def load_split(dataset: str, root: Path, params: Params | dict, split: str = "test") -> list[Sample]:
     """One prepared split with captions and knowledge joined (for evaluation)."""
     layout = Layout(Path(root), dataset)
     return attach_context(_read_split(layout, dataset, split), *_context_rows(layout))
 
 
-def load_corpus(dataset: str, root: Path, params: dict, seed: int | None = None) -> Corpus:
+def load_corpus(dataset: str, root: Path, params: Params | dict, seed: int | None = None) -> Corpus:
     dp = dataset_params(params, dataset)
-    tp, layout = dp["train"], Layout(Path(root), dataset)
-    seed = dp.get("seed", 13) if seed is None else seed
+    tp, layout = dp.train, Layout(Path(root), dataset)
+    seed = dp.seed if seed is None else seed
     splits = {split: _read_split(layout, dataset, split) for split in SPLITS}
-    train = subset(splits["train"], float(tp.get("data_fraction", 1.0)), seed)
+    train = subset(splits["train"], tp.data_fraction, seed)
     stats = {"train_original": len(train)}
-    if tp.get("use_augmented") and layout.augmented.exists():
-        kinds = set(tp.get("augment_types") or ["style", "entity", "image"])
+    if tp.use_augmented and layout.augmented.exists():
+        kinds = set(tp.augment_types)
         origins = {s.id for s in train}
         aug = [from_dict(r) for r in read_jsonl(layout.augmented)]
         aug = [s for s in aug if (s.meta or {}).get("aug") in kinds and (s.meta or {}).get("origin", s.id) in origins]
@@ -93,13 +94,12 @@ def load_corpus(dataset: str, root: Path, params: dict, seed: int | None = None)
     for samples in out.values():
         attach_context(samples, captions, knowledge)
     labels = label_set(dp, layout, train)
-    if dp["dataset"]["task"] == "ner":  # defensive: the reader should already have mapped e.g. MISC->OTHER
-        types = sorted({lab[2:] for lab in labels if lab != "O"})
+    if dp.task == "ner":  # defensive: the reader should already have mapped e.g. MISC->OTHER
+        types = iob2_types(labels)
         for samples in out.values():
-            mapped, _ = map_types([s.labels for s in samples if isinstance(s, NerSample)],
-                                  dp["dataset"].get("type_map"), types)
+            mapped, _ = map_types([s.labels for s in samples if isinstance(s, NerSample)], dp.dataset.type_map, types)
             for s, m in zip(samples, mapped):
                 s.labels = m
     stats.update({f"n_{k}": len(v) for k, v in out.items()},
                  with_knowledge=sum(bool(s.knowledge) for s in train), with_caption=sum(bool(s.caption) for s in train))
-    return Corpus(dataset, dp["dataset"]["task"], labels, out["train"], out["valid"], out["test"], dp, stats)
+    return Corpus(dataset, dp.task, labels, out["train"], out["valid"], out["test"], dp, stats)

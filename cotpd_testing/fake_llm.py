@@ -9,33 +9,28 @@ every request it receives, and injects faults on demand:
     srv.fail_next("429", n=2, retry_after=1)   # also "500", "timeout", "drop", "malformed"
     ... srv.chat_calls ... srv.stop()
 
-Run standalone: `python -m cotpd.llm.testserver --port 8099 --latency 0.2`.
+Run standalone: `python -m cotpd_testing.fake_llm --port 8099 --latency 0.2`.
 """
 from __future__ import annotations
 
 import argparse
 import collections
-import email.parser
 import hashlib
 import json
-import re
-import socket
+import signal
+import subprocess
+import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import urllib.request
 from typing import Callable
 
+from cotpd.llm.base import last_user_text
+
+from .fake_llm_http import Handler, Server
+
+__all__ = ["FAULTS", "FakeLLMServer", "ServerProcess", "default_responder", "last_user_text", "start_server"]
 FAULTS = ("429", "500", "timeout", "drop", "malformed", "401", "400")
-
-
-def last_user_text(messages: list) -> str:
-    for m in reversed(messages or []):
-        if m.get("role") == "user":
-            c = m.get("content")
-            if isinstance(c, list):  # multimodal content parts: keep the text ones
-                return " ".join(p.get("text", "") for p in c if isinstance(p, dict))
-            return str(c or "")
-    return ""
 
 
 def default_responder(body: dict) -> str:
@@ -45,134 +40,6 @@ def default_responder(body: dict) -> str:
         return "yes"
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     return f"answer {digest}: {text[:80]}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so the client's connection pool is exercised
-    server: "_Server"
-
-    def log_message(self, fmt, *args):  # quiet: tests read counters, not logs
-        pass
-
-    # -- plumbing ---------------------------------------------------------------------------------
-    def _send(self, status: int, payload, headers: dict | None = None, raw: bytes | None = None):
-        data = raw if raw is not None else json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json" if raw is None else "application/octet-stream")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, str(v))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _error(self, status: int, message: str, headers: dict | None = None, code: str | None = None):
-        self._send(status, {"error": {"message": message, "type": "fake_error", "code": code}}, headers)
-
-    def _body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def _authorized(self) -> bool:
-        fake = self.server.fake
-        if fake.api_key is None:
-            return True
-        if self.headers.get("Authorization") == f"Bearer {fake.api_key}":
-            return True
-        self._error(401, "Incorrect API key provided.", code="invalid_api_key")
-        return False
-
-    # -- routes -----------------------------------------------------------------------------------
-    def do_POST(self):
-        fake = self.server.fake
-        body = self._body()
-        fake._count(self.path)
-        if not self._authorized():
-            return
-        path = self.path.split("?")[0].rstrip("/")
-        if path.endswith("/v1/chat/completions"):
-            return self._chat(json.loads(body or b"{}"))
-        if path.endswith("/v1/files"):
-            return self._upload(body)
-        if path.endswith("/v1/batches"):
-            return self._send(200, fake._create_batch(json.loads(body)))
-        self._error(404, f"no route {self.path}")
-
-    def do_GET(self):
-        fake = self.server.fake
-        self._body()
-        if self.path == "/_stats":  # for a server in another process (bench); not counted itself
-            with fake.lock:
-                return self._send(200, {"counts": dict(fake.counts), "chat_calls": fake.counts["chat"]})
-        fake._count(self.path)
-        if not self._authorized():
-            return
-        m = re.search(r"/files/([^/]+)/content$", self.path)
-        if m and m.group(1) in fake.files:
-            return self._send(200, None, raw=fake.files[m.group(1)]["data"])
-        m = re.search(r"/files/([^/]+)$", self.path)
-        if m and m.group(1) in fake.files:
-            return self._send(200, fake.files[m.group(1)]["meta"])
-        m = re.search(r"/batches/([^/]+)$", self.path)
-        if m and m.group(1) in fake.batches:
-            return self._send(200, fake._poll_batch(m.group(1)))
-        self._error(404, f"no route {self.path}")
-
-    def _chat(self, body: dict):
-        fake = self.server.fake
-        with fake.lock:
-            fake.inflight += 1
-            fake.max_inflight = max(fake.max_inflight, fake.inflight)
-        try:
-            self._chat_inner(body)
-        finally:
-            with fake.lock:
-                fake.inflight -= 1
-
-    def _chat_inner(self, body: dict):
-        fake = self.server.fake
-        fault = fake._take_fault()
-        if fake.latency:
-            time.sleep(fake.latency)
-        if fault is not None:
-            kind, opts = fault
-            if kind == "429":
-                return self._error(429, "Rate limit reached", {"Retry-After": opts.get("retry_after", 0)})
-            if kind == "500":
-                return self._error(500, "The server had an error")
-            if kind == "400":
-                return self._error(400, "Invalid request: context length exceeded")
-            if kind == "401":
-                return self._error(401, "Incorrect API key provided.", code="invalid_api_key")
-            if kind == "timeout":
-                time.sleep(opts.get("sleep", 5.0))
-                return self._error(500, "too late")
-            if kind == "drop":  # close the socket without a response
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return None
-            if kind == "malformed":
-                return self._send(200, None, raw=b'{"id": "chatcmpl-x", "choices": [{"mess')
-        self._send(200, fake.completion(body))
-
-    def _upload(self, body: bytes):
-        # multipart/form-data: parse with the stdlib email parser (cgi is deprecated)
-        head = f"Content-Type: {self.headers.get('Content-Type')}\r\n\r\n".encode()
-        msg = email.parser.BytesParser().parsebytes(head + body)
-        fields = {}
-        for part in msg.get_payload() if msg.is_multipart() else []:
-            fields[part.get_param("name", header="content-disposition")] = (
-                part.get_filename(), part.get_payload(decode=True))
-        filename, data = fields.get("file", (None, None))
-        if data is None:
-            return self._error(400, "missing file")
-        purpose = (fields.get("purpose") or (None, b""))[1].decode()
-        self._send(200, self.server.fake._add_file(data, filename or "upload.jsonl", purpose))
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # many concurrent connects must not be refused
-    allow_reuse_address = True
-    fake: "FakeLLMServer"
 
 
 class FakeLLMServer:
@@ -194,7 +61,7 @@ class FakeLLMServer:
         self.max_inflight = 0  # most chat calls served at the same time (tests of concurrency)
         self.files: dict = {}
         self.batches: dict = {}
-        self._httpd: _Server | None = None
+        self._httpd: Server | None = None
         self._thread: threading.Thread | None = None
 
     # -- controls ---------------------------------------------------------------------------------
@@ -235,18 +102,18 @@ class FakeLLMServer:
                       "total_tokens": prompt_words + len(text.split())},
         }
 
-    # -- internals --------------------------------------------------------------------------------
-    def _count(self, path: str) -> None:
+    # -- state changes, called by the HTTP handler (fake_llm_http) ---------------------------------
+    def count_request(self, path: str) -> None:
         path = path.split("?")[0].rstrip("/")
         kind = "chat" if path.endswith("/v1/chat/completions") else path
         with self.lock:
             self.counts[kind] += 1
 
-    def _take_fault(self):
+    def take_fault(self):
         with self.lock:
             return self.faults.popleft() if self.faults else None
 
-    def _add_file(self, data: bytes, filename: str, purpose: str) -> dict:
+    def add_file(self, data: bytes, filename: str, purpose: str) -> dict:
         with self.lock:
             fid = f"file-{len(self.files) + 1}"
             meta = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
@@ -254,7 +121,7 @@ class FakeLLMServer:
             self.files[fid] = {"meta": meta, "data": data}
         return meta
 
-    def _create_batch(self, body: dict) -> dict:
+    def create_batch(self, body: dict) -> dict:
         with self.lock:
             bid = f"batch_{len(self.batches) + 1}"
             self.batches[bid] = {"id": bid, "object": "batch", "endpoint": body["endpoint"],
@@ -264,23 +131,23 @@ class FakeLLMServer:
                                  "error_file_id": None, "_polls": 0}
             return {k: v for k, v in self.batches[bid].items() if not k.startswith("_")}
 
-    def _poll_batch(self, bid: str) -> dict:
+    def poll_batch(self, bid: str) -> dict:
         b = self.batches[bid]
         b["_polls"] += 1
         if b["status"] != "completed" and b["_polls"] > self.batch_polls:
-            self._run_batch(b)
+            self.run_batch(b)
         elif b["status"] == "validating":
             b["status"] = "in_progress"
         return {k: v for k, v in b.items() if not k.startswith("_")}
 
-    def _run_batch(self, b: dict) -> None:
+    def run_batch(self, b: dict) -> None:
         out, errs = [], []
         lines = self.files[b["input_file_id"]]["data"].decode().splitlines()
         for i, line in enumerate(lines):
             if not line.strip():
                 continue
             item = json.loads(line)
-            fault = self._take_fault()
+            fault = self.take_fault()
             if fault is not None:  # a failed line lands in the error file, like the real API
                 errs.append({"id": f"req_{i}", "custom_id": item["custom_id"], "response": None,
                              "error": {"code": "server_error", "message": f"injected {fault[0]}"}})
@@ -289,15 +156,15 @@ class FakeLLMServer:
                         "response": {"status_code": 200, "request_id": f"r{i}",
                                      "body": self.completion(item["body"])}})
         dump = lambda rows: "".join(json.dumps(r) + "\n" for r in rows).encode()  # noqa: E731
-        b["output_file_id"] = self._add_file(dump(out), f"{b['id']}_output.jsonl", "batch_output")["id"]
+        b["output_file_id"] = self.add_file(dump(out), f"{b['id']}_output.jsonl", "batch_output")["id"]
         if errs:
-            b["error_file_id"] = self._add_file(dump(errs), f"{b['id']}_errors.jsonl", "batch_output")["id"]
+            b["error_file_id"] = self.add_file(dump(errs), f"{b['id']}_errors.jsonl", "batch_output")["id"]
         b["status"] = "completed"
         b["request_counts"] = {"total": len(out) + len(errs), "completed": len(out), "failed": len(errs)}
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self, port: int = 0) -> "FakeLLMServer":
-        self._httpd = _Server(("127.0.0.1", port), _Handler)
+        self._httpd = Server(("127.0.0.1", port), Handler)
         self._httpd.fake = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True, name="fake-llm-server")
@@ -331,14 +198,11 @@ def start_server(port: int = 0, **kwargs) -> FakeLLMServer:
 
 
 class ServerProcess:
-    """The same server in a child process (`python -m cotpd.llm.testserver`), so that a benchmark's
+    """The same server in a child process (`python -m cotpd_testing.fake_llm`), so that a benchmark's
     client does not share its interpreter (and GIL) with 32 server threads."""
 
     def __init__(self, latency: float = 0.0):
-        import subprocess
-        import sys
-
-        self.proc = subprocess.Popen([sys.executable, "-m", "cotpd.llm.testserver", "--latency", str(latency)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "cotpd_testing.fake_llm", "--latency", str(latency)],
                                      stdout=subprocess.PIPE, text=True)
         self.base_url = self.proc.stdout.readline().strip()
         if not self.base_url.startswith("http://127.0.0.1:"):
@@ -346,8 +210,6 @@ class ServerProcess:
             raise RuntimeError("the test server process did not start")
 
     def stats(self) -> dict:
-        import urllib.request
-
         root = self.base_url.rsplit("/v1", 1)[0]
         with urllib.request.urlopen(f"{root}/_stats", timeout=10) as r:
             return json.loads(r.read())
@@ -367,16 +229,13 @@ class ServerProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cotpd.llm.testserver", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m cotpd_testing.fake_llm", description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0, help="seconds per chat call")
     ap.add_argument("--api-key", default=None, help="require this bearer key (default: accept any)")
     args = ap.parse_args(argv)
     srv = start_server(args.port, latency=args.latency, api_key=args.api_key)
     print(srv.base_url, flush=True)
-    import signal
-    import sys
-
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SystemExit leaves the sleep below
     try:
         while True:

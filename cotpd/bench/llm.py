@@ -1,6 +1,6 @@
 """`cotpd bench-llm`: throughput of the LLM client against the local fake server, and replay speed.
 
-Starts cotpd.llm.testserver on 127.0.0.1 with a fixed latency per call, records N calls at the
+Starts cotpd_testing.fake_llm on 127.0.0.1 with a fixed latency per call, records N calls at the
 configured concurrency into a temporary ledger, compares the wall time with the ideal
 N * latency / concurrency, measures a few sequential calls and extrapolates them to N (said so in
 the output), and replays a synthetic ledger of 20,000 responses (time and HTTP calls made).
@@ -13,66 +13,69 @@ import tempfile
 import time
 from pathlib import Path
 
+from cotpd_testing.fake_llm import ServerProcess
+
+from ..args import common, setup_logging
+from ..config import LLMCfg
 from ..io import write_json
-from . import build_runner, make_request
-from .ledger import Ledger
-from .testserver import ServerProcess
+from ..llm import build_runner, make_request
+from ..llm.ledger import Ledger
+
+# the first `import openai` of a process takes 1-2 s here: a one-off start-up cost, not a per-call
+# one, so it is paid (and reported) here, before any clock of the benchmark starts
+_t_import = time.perf_counter()
+import openai  # noqa: E402,F401
+OPENAI_IMPORT_S = time.perf_counter() - _t_import
 
 
-def _requests(cfg: dict, n: int, tag: str) -> list:
-    return [make_request(cfg, [{"role": "system", "content": "You are a helpful assistant."},
+def _requests(llm: LLMCfg, n: int, tag: str) -> list:
+    return [make_request(llm, [{"role": "system", "content": "You are a helpful assistant."},
                                {"role": "user", "content": f"{tag}: explain the sentence number {i}."}],
                          "bench:1", f"bench-{i}") for i in range(n)]
 
 
-def _timed_record(cfg: dict, ledger: Path, reqs: list) -> tuple[float, dict]:
-    # the first `import openai` of a process takes 1-2 s here: a one-off start-up cost, not a
-    # per-call one, so it is paid (and reported) before the clock starts
-    t_import = time.perf_counter()
-    import openai  # noqa: F401
-
-    import_s = time.perf_counter() - t_import
-    runner = build_runner({"llm": cfg}, ledger)
+def _timed_record(llm: LLMCfg, ledger: Path, reqs: list, **overrides) -> tuple[float, dict]:
+    runner = build_runner(llm, ledger, **overrides)
     t0, c0 = time.perf_counter(), time.process_time()
     runner.run(reqs, "bench")
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     runner.close()
-    return wall, {**runner.stats("bench"), "cpu_s": cpu, "import_s": import_s}
+    return wall, {**runner.stats("bench"), "cpu_s": cpu}
 
 
 def bench(calls: int = 1000, concurrency: int = 32, latency: float = 0.2, seq_calls: int = 30,
           replay_n: int = 20_000, progress: bool = False) -> dict:
     os.environ.pop("OPENAI_API_KEY", None)  # the loopback server needs none; never send a real one
     srv = ServerProcess(latency=latency)  # its own process: the client gets this interpreter to itself
-    cfg = {"backend": "openai", "mode": "record", "base_url": srv.base_url, "model": "bench-model",
-           "concurrency": concurrency, "requests_per_minute": 1e9, "tokens_per_minute": 1e12,
-           "max_retries": 3, "timeout_s": 30, "progress": progress}
+    # no rate limits and no price: the loopback server is the one being measured against
+    llm = LLMCfg(backend="openai", mode="record", base_url=srv.base_url, model="bench-model", concurrency=concurrency,
+                 requests_per_minute=1e9, tokens_per_minute=1e12, max_retries=3, timeout_s=30, progress=progress,
+                 price_per_1m_input=0.0, price_per_1m_output=0.0)
     out: dict = {"calls": calls, "concurrency": concurrency, "latency_s": latency}
     try:
         with tempfile.TemporaryDirectory(prefix="cotpd-bench-") as tmp:
             tmp = Path(tmp)
-            wall, stats = _timed_record(cfg, tmp / "concurrent.jsonl", _requests(cfg, calls, "c"))
+            wall, stats = _timed_record(llm, tmp / "concurrent.jsonl", _requests(llm, calls, "c"))
             ideal = calls * latency / concurrency
             out.update(record_wall_s=round(wall, 3), ideal_s=round(ideal, 3), ratio_to_ideal=round(wall / ideal, 3),
                        server_calls=srv.chat_calls, recorded=stats["calls"], errors=stats["errors"],
                        client_cpu_ms_per_call=round(stats["cpu_s"] / calls * 1000, 2),
-                       openai_import_s=round(stats["import_s"], 2),
+                       openai_import_s=round(OPENAI_IMPORT_S, 2),
                        load_average_1m=round(os.getloadavg()[0], 2), cpu_count=os.cpu_count())
-            seq_wall, _ = _timed_record({**cfg, "concurrency": 1}, tmp / "sequential.jsonl",
-                                        _requests(cfg, seq_calls, "s"))
+            seq_wall, _ = _timed_record(llm, tmp / "sequential.jsonl", _requests(llm, seq_calls, "s"), concurrency=1)
             seq_est = seq_wall / seq_calls * calls
             out.update(sequential_calls_measured=seq_calls, sequential_measured_s=round(seq_wall, 3),
                        sequential_extrapolated_s=round(seq_est, 2), speedup=round(seq_est / wall, 1))
             # replay: a synthetic ledger of replay_n responses, answered with zero HTTP calls
-            reqs = _requests(cfg, replay_n, "r")
+            reqs = _requests(llm, replay_n, "r")
             Ledger(tmp / "replay.jsonl").append_rows([
                 {"key": r.key, "stage": "bench", "request": r.canonical(), "created": 0.0, "backend": "synthetic",
                  "response": {"text": f"answer {i}", "prompt_tokens": 20, "completion_tokens": 5, "model": "m"}}
                 for i, r in enumerate(reqs)])
-            reqs = _requests(cfg, replay_n, "r")  # fresh objects: nothing precomputed
+            reqs = _requests(llm, replay_n, "r")  # fresh objects: nothing precomputed
             before = srv.total_calls
             t0, c0 = time.perf_counter(), time.process_time()
-            replayed = build_runner({"llm": {**cfg, "mode": "replay"}}, tmp / "replay.jsonl").run(reqs, "bench")
+            replayed = build_runner(llm, tmp / "replay.jsonl", mode="replay").run(reqs, "bench")
             out.update(replay_n=len(replayed), replay_s=round(time.perf_counter() - t0, 3),
                        replay_cpu_s=round(time.process_time() - c0, 3),
                        replay_http_calls=srv.total_calls - before)
@@ -87,7 +90,7 @@ def render(r: dict) -> str:
          f"{r['record_wall_s']:.2f} s"),
         ("ideal", f"{r['calls']} x {r['latency_s']} s / {r['concurrency']}", f"{r['ideal_s']:.2f} s"),
         ("ratio to ideal", "target <= 1.5", f"{r['ratio_to_ideal']:.2f}x"),
-        ("start-up (untimed)", "first `import openai` of the process", f"{r.get('openai_import_s', 0):.2f} s"),
+        ("start-up (untimed)", "first `import openai` of the process", f"{r['openai_import_s']:.2f} s"),
         ("client CPU", f"per call (machine: {r['cpu_count']} cores, load {r['load_average_1m']})",
          f"{r['client_cpu_ms_per_call']:.2f} ms"),
         ("sequential (extrapolated)", f"{r['sequential_calls_measured']} calls measured "
@@ -101,7 +104,8 @@ def render(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="cotpd bench-llm", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="cotpd bench-llm", description=__doc__.split("\n")[0],
+                                 parents=[common(params=False)])
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--latency", type=float, default=0.2, help="seconds the fake server takes per call")
@@ -110,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--progress", action="store_true", help="show progress bars")
     ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     args = ap.parse_args(argv)
+    setup_logging(args)
     r = bench(args.calls, args.concurrency, args.latency, args.seq_calls, args.replay, args.progress)
     print(render(r))
     if args.json:

@@ -3,7 +3,7 @@
 Input / output (a pandas DataFrame each way; JSON over HTTP as `dataframe_records`):
 - NER: column "text" (raw string, whitespace-tokenized) -> column "entities": a JSON string holding
   a list of {"text", "type", "start", "end", "token_start", "token_end"} (character offsets into
-  the input, end exclusive; see cotpd.predict). A JSON string rather than nested objects so the
+  the input, end exclusive; see cotpd.serving.predict). A JSON string rather than nested objects so the
   column has one scalar type that the signature and every pandas/JSON round trip preserve.
 - RE: columns "text", "head", "tail" (entity strings located in the text) -> columns "relation"
   (label) and "score" (its softmax probability).
@@ -26,6 +26,8 @@ import mlflow
 import pandas as pd
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
+
+from .predict import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +55,12 @@ def pip_requirements() -> list[str]:
 
 
 class StudentModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper around cotpd.predict.Predictor (loaded once per process)."""
+    """pyfunc wrapper around cotpd.serving.predict.Predictor (loaded once per process)."""
 
     # the explicit signature validates inputs; without this MLflow wants type hints on predict
     _skip_type_hint_validation = True
 
     def load_context(self, context):
-        from cotpd.predict import Predictor
-
         self.predictor = Predictor(context.artifacts["student"])
 
     def predict(self, context, model_input, params=None):
@@ -84,7 +84,7 @@ def log_pyfunc(model_dir: Path, task: str, name: str = "model") -> str:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"{model_dir}: not a trained student (no config.json)")
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # the whole cotpd package, not only serving/
     with tempfile.TemporaryDirectory() as tmp:
         # the code only: the embedded sample data and caches stay out of every logged model
         code = Path(tmp) / "cotpd"

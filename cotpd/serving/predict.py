@@ -1,7 +1,7 @@
 """`cotpd predict`: entities (NER) or a relation (RE) for raw text, from a trained student folder.
 
 Inference reads text only, as deployed (paper Sec. 3.5): the cotpd student uses its prompt view, the
-baseline its text view. The same `Predictor` backs the MLflow pyfunc model (cotpd.serving), so the
+baseline its text view. The same `Predictor` backs the MLflow pyfunc model (cotpd.serving.pyfunc), so the
 command line, `mlflow models serve` and Python callers give identical answers.
 
 Output schema (also the pyfunc's):
@@ -20,8 +20,15 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import CotpdError, DataError
-from .records import NerSample, ReSample, Span
+import torch
+
+from ..args import common, setup_logging
+from ..errors import CotpdError, DataError
+from ..io import read_text_lines
+from ..model.data import collate
+from ..model.infer import entities, featurizer_for, predict, to_device
+from ..model.student import load_student
+from ..records import NerSample, ReSample, Span
 
 TOKEN = re.compile(r"\S+")
 
@@ -44,8 +51,6 @@ class Predictor:
     """A trained student loaded once; `ner(texts)` / `re(rows)` predict in batches."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", batch_size: int = 32):
-        from .model.student import load_student
-
         self.model_dir = Path(model_dir)
         self.student = load_student(self.model_dir, device=device)
         self.task = self.student.task
@@ -55,11 +60,6 @@ class Predictor:
     def _relation_probs(self, samples: list) -> list[tuple[int, float]]:
         """(label id, softmax probability) per RE sample on the deployed (text-only) view; infer.predict
         gives labels only, the HTTP API also reports the score."""
-        import torch
-
-        from .model.data import collate
-        from .model.infer import featurizer_for, to_device
-
         st = self.student
         fv, use_prompt = st.eval_view("prompt")
         feats = featurizer_for(st).features(samples, [fv], check=False)
@@ -76,8 +76,6 @@ class Predictor:
     def ner(self, texts: Sequence[str]) -> list[list[dict]]:
         if self.task != "ner":
             raise CotpdError(f"{self.model_dir} is a {self.task} model: give text with head and tail")
-        from .model.infer import entities, predict
-
         offsets = [token_offsets(t) for t in texts]
         tokens = [[t[a:b] for a, b in offs] for t, offs in zip(texts, offsets)]
         # an empty text has no token to label: predict on the others only
@@ -113,8 +111,6 @@ class Predictor:
 
 def _read_rows(path: Path, task: str) -> list:
     """A JSONL file of {"text"[, "head", "tail"]} rows, or plain text with one sentence a line."""
-    from .io import read_text_lines
-
     rows = []
     for n, line in enumerate(read_text_lines(path), start=1):
         if not line.strip():
@@ -146,7 +142,8 @@ def _table(rows: list, outputs: list, task: str) -> Iterable[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cotpd predict", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="cotpd predict", description=__doc__.split("\n\n")[0],
+                                parents=[common(params=False)])
     p.add_argument("--model", required=True, type=Path, help="trained student folder (outputs/<ds>/models/<variant>)")
     p.add_argument("text", nargs="*", help="sentences (whitespace-tokenized raw text)")
     p.add_argument("--file", type=Path, help="JSONL with text (and head, tail for RE) or plain text lines")
@@ -155,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=["jsonl", "table"], default="jsonl")
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args(argv)
+    setup_logging(args)
     if bool(args.text) == bool(args.file):
         p.error("give either TEXT ... or --file F")
     try:

@@ -5,7 +5,7 @@ loads a prepared dataset, trains, keeps the best dev checkpoint and scores it on
 `cotpd bench` builds on). `bare_loop_throughput(...)` times a plain forward/backward/step loop over
 the same batches, to check that our loop's overhead stays small.
 
-    torchrun --standalone --nproc_per_node 2 -m cotpd.train --dataset sample --variant cotpd
+    torchrun --standalone --nproc_per_node 2 -m cotpd.training.loop --dataset sample --variant cotpd
 """
 from __future__ import annotations
 
@@ -20,16 +20,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import ConfigError
-from .model.data import bucket_batches, collate
-from .metrics import evaluate
-from .model.infer import autocast, featurizer_for, to_device
-from .model.student import Student, build_student, load_student
-from .pipeline import VARIANTS
-from .records import Sample
+from ..args import common, params_of, root_of, setup_logging
+from ..config import TrainCfg
+from ..errors import ConfigError
+from ..model.data import bucket_batches, collate
+from ..model.infer import autocast, featurizer_for, to_device
+from ..model.student import VARIANTS, Student, build_student, load_student
+from ..params import Layout, Params
+from ..records import Sample
+from .corpus import load_corpus
+from .evaluate import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +59,10 @@ class TrainResult:
 def set_seed(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-    try:
-        import numpy as np
-        np.random.seed(seed % 2**32)
-    except ImportError:
-        pass
+    np.random.seed(seed % 2**32)
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """train.device: auto (CUDA when this torch sees a GPU, else CPU) | cuda (this process's local
     rank under torchrun) | cuda:N | cpu."""
     name = str(name)
@@ -83,53 +83,56 @@ def dist_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def make_optimizer(model: Student, tp: dict, total_steps: int):
+def make_optimizer(model: Student, cfg: TrainCfg, total_steps: int):
     """AdamW: train.lr for the encoder (and word-shape embedding), train.head_lr for prompt generator,
     head and CRF; linear warm-up over train.warmup_ratio of the steps, then linear decay to 0."""
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup  # lazy: transformers takes seconds to import
 
     groups: dict[tuple, list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
             # the word-shape embedding is part of the encoder's input: it learns at the encoder's pace
-            lr = tp["lr"] if name.startswith(("encoder.", "case_embed.")) else tp["head_lr"]
-            wd = 0.0 if p.ndim < 2 else tp.get("weight_decay", 0.0)  # no decay on biases / LayerNorm
+            lr = cfg.lr if name.startswith(("encoder.", "case_embed.")) else cfg.head_lr
+            wd = 0.0 if p.ndim < 2 else cfg.weight_decay  # no decay on biases / LayerNorm
             groups.setdefault((lr, wd), []).append(p)
     opt = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
                             fused=True)  # one kernel per group: the default loop took 20% of a CPU step
-    sched = get_linear_schedule_with_warmup(opt, int(tp.get("warmup_ratio", 0.0) * total_steps), max(1, total_steps))
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total_steps), max(1, total_steps))
     return opt, sched
 
 
 def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, task: str, labels: list[str],
-          variant: str, tparams: dict, model_dir: str | Path, test_samples: Sequence[Sample] | None = None,
+          variant: str, cfg: TrainCfg, model_dir: str | Path, test_samples: Sequence[Sample] | None = None,
           seed: int = 13, eval_view: str = "prompt", on_epoch_end: Callable[[int, dict], None] | None = None,
           progress: bool | None = None, save_params: dict | None = None, test_knowledge_view: bool = False) -> TrainResult:
     """Train one variant; keep the best dev-F1 checkpoint in `model_dir`; score it on test if given.
 
     Dev selection and test use `eval_view` (prompt: text only, as deployed). With
-    `test_knowledge_view` a cotpd student's knowledge view is also scored (test["knowledge_view"])."""
-    tp, t_start = tparams, time.perf_counter()
-    if tp.get("num_threads"):
-        torch.set_num_threads(int(tp["num_threads"]))
+    `test_knowledge_view` a cotpd student's knowledge view is also scored (test["knowledge_view"]).
+    `save_params` goes into the checkpoint's config.json as "params" (default: `cfg`)."""
+    t_start = time.perf_counter()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     rank, world, local_rank = dist_env()
-    device = resolve_device(tp.get("device", "auto"), local_rank)
+    device = resolve_device(cfg.device, local_rank)
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    bf16, bs, model_dir = bool(tp.get("bf16", True)), int(tp["batch_size"]), Path(model_dir)
+    bf16, bs, model_dir = cfg.bf16, cfg.batch_size, Path(model_dir)
+    if save_params is None:
+        save_params = cfg.model_dump(mode="json", by_alias=True)
     show = (rank == 0 and (sys.stderr.isatty() if progress is None else progress))
     set_seed(seed)
-    model = build_student(tp["encoder"], task, labels, variant, tp).to(device)
+    model = build_student(task, labels, variant, cfg).to(device)
     views = model.train_views
     t0 = time.perf_counter()
     feats = featurizer_for(model).features(train_samples, views)
     lengths, pad = [f["length"] for f in feats], model.tokenizer.pad_token_id or 0
     timings = {"featurize_s": time.perf_counter() - t0, "setup_s": t0 - t_start}
-    epochs = int(tp["epochs"])
+    epochs = cfg.epochs
     steps_per_epoch = len(bucket_batches(lengths, bs, seed=seed, rank=rank, world=world))
-    opt, sched = make_optimizer(model, tp, steps_per_epoch * epochs)
+    opt, sched = make_optimizer(model, cfg, steps_per_epoch * epochs)
     log.info("%s: rank %d of %d on %s, %d samples, %d steps per epoch", variant, rank, world, device,
              len(feats), steps_per_epoch)
     net = model
@@ -149,7 +152,7 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
             with autocast(device, bf16):
                 out = net(batch)
             out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tp.get("max_grad_norm", 1.0))
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -168,7 +171,7 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
             improved = dev["f1"] > best_f1
             if improved:
                 best_f1, best_epoch, best_dev, bad = dev["f1"], epoch, dev, 0
-                model.save(model_dir, save_params or tp, {"best_epoch": epoch, "dev_f1": dev["f1"], "seed": seed})
+                model.save(model_dir, save_params, {"best_epoch": epoch, "dev_f1": dev["f1"], "seed": seed})
             else:
                 bad += 1
             row = {"epoch": epoch, "loss": loss_mean, "dev_f1": dev["f1"],
@@ -180,7 +183,7 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
                      " (best)" if improved else "")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, dict(row))
-            state = [bad >= int(tp.get("patience", epochs))]
+            state = [bad >= cfg.patience]
         if world > 1:
             torch.distributed.broadcast_object_list(state, src=0)
         if state[0]:
@@ -201,22 +204,20 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
                        tokens_seen * world / max(1e-9, train_time), timings, len(train_samples), world)
 
 
-def train_and_evaluate(dataset: str, variant: str, params: dict, root: str | Path, seed: int | None = None,
+def train_and_evaluate(dataset: str, variant: str, params: Params | dict, root: str | Path, seed: int | None = None,
                        on_epoch_end: Callable[[int, dict], None] | None = None, model_dir: str | Path | None = None,
                        evaluate_test: bool = True, progress: bool | None = None) -> TrainResult:
     """Load `dataset` (prepared under root/outputs), train `variant`, score the best checkpoint on test."""
-    from .model.corpus import load_corpus
-    from .params import Layout
-
     root = Path(root)
     corpus = load_corpus(dataset, root, params, seed)
-    tp = corpus.dparams["train"]
-    seed = corpus.dparams.get("seed", 13) if seed is None else seed
+    dp = corpus.dparams
+    seed = dp.seed if seed is None else seed
     model_dir = Path(model_dir) if model_dir else Layout(root, dataset).model_dir(variant)
-    result = train(corpus.train, corpus.valid, task=corpus.task, labels=corpus.labels, variant=variant, tparams=tp,
+    saved = {"dataset": dataset, "seed": seed, "train": dp.train.model_dump(mode="json", by_alias=True)}
+    result = train(corpus.train, corpus.valid, task=corpus.task, labels=corpus.labels, variant=variant, cfg=dp.train,
                    model_dir=model_dir, test_samples=corpus.test if evaluate_test else None, seed=seed,
-                   on_epoch_end=on_epoch_end, progress=progress, save_params={"dataset": dataset, "seed": seed, "train": tp},
-                   test_knowledge_view=(corpus.dparams.get("eval") or {}).get("view") == "knowledge")
+                   on_epoch_end=on_epoch_end, progress=progress, save_params=saved,
+                   test_knowledge_view=dp.eval.view == "knowledge")
     result.data = dict(corpus.stats)
     return result
 
@@ -247,27 +248,23 @@ def bare_loop_throughput(model: Student, samples: Sequence[Sample], batch_size: 
 
 
 def training_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
-    """The arguments every training command line shares (this module's and cotpd.bench_student's)."""
-    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True)
+    """The arguments every training command line shares (this module's and cotpd.bench.student's)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                parents=[common()])
+    p.add_argument("--dataset", required=True, help="dataset key in params.yaml")
     p.add_argument("--variant", default="cotpd", choices=VARIANTS)
-    p.add_argument("--root", type=Path, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--seed", type=int, default=None, help="default: params.yaml seed")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m cotpd.train` (and torchrun): train one variant of one prepared dataset."""
-    from .params import apply_set, find_root, load_params, parse_set
-
-    p = training_parser("python -m cotpd.train", __doc__)
+    """`python -m cotpd.training` (and torchrun): train one variant of one prepared dataset."""
+    p = training_parser("python -m cotpd.training", __doc__)
     p.add_argument("--model-dir", type=Path, default=None)
     p.add_argument("--no-test", action="store_true", help="skip the test-set evaluation")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = (args.root or find_root()).resolve()
-    params = apply_set(load_params(root), parse_set(args.set))
+    setup_logging(args)
+    root, params = root_of(args), params_of(args)
     res = train_and_evaluate(args.dataset, args.variant, params, root, args.seed, model_dir=args.model_dir,
                              evaluate_test=not args.no_test)
     if dist_env()[0] == 0:

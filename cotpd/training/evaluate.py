@@ -8,9 +8,16 @@ confusion matrix. All scores are fractions in [0, 1].
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from collections import Counter
 from typing import Sequence
+
+from seqeval.metrics.v1 import precision_recall_fscore_support, unique_labels
+from seqeval.scheme import IOB2, Entities
+
+from ..model.infer import predict
+from ..records import iob2_types
 
 NER_SCHEME = "seqeval strict IOB2"
 RE_SCHEME = "micro-F1 over non-None relations"
@@ -33,9 +40,6 @@ def _prf(correct: int, n_pred: int, n_gold: int) -> tuple[float, float, float]:
 
 def ner_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
     """Entity-level P/R/F1, seqeval strict IOB2; per type with support (gold entities)."""
-    from seqeval.metrics.v1 import precision_recall_fscore_support, unique_labels
-    from seqeval.scheme import IOB2, Entities
-
     gold, pred = [list(g) for g in gold], [list(p) for p in pred]
     _check_lengths(gold, pred, nested=True)
     n_gold = sum(len(s) for s in Entities(gold, IOB2).entities)
@@ -103,8 +107,6 @@ def map_types(sequences: Sequence[Sequence[str]], type_map: dict[str, str] | Non
 
 def evaluate(model, samples: Sequence, view: str = "prompt", batch_size: int = 64, bf16: bool = True) -> dict:
     """Metrics of a trained student on samples: text-only prompt view for cotpd unless view="knowledge"."""
-    from .model.infer import predict
-
     pred = predict(model, samples, view, batch_size, bf16)
     gold = [s.labels for s in samples] if model.task == "ner" else [s.relation for s in samples]
     out = compute(model.task, gold, pred, model.labels)
@@ -118,12 +120,9 @@ def cross_evaluate(model, samples: Sequence, type_map: dict[str, str] | None = N
     """A model trained on one dataset scored on another's samples: gold types renamed through
     `type_map`; gold entities of types the model cannot predict stay (as misses) and are counted
     under "unknown_gold_types". RE: gold relations outside the model's labels are counted the same way."""
-    import copy
-
     samples = [copy.copy(s) for s in samples]
     if model.task == "ner":
-        known = sorted({lab[2:] for lab in model.labels if lab != "O"})
-        mapped, unknown = map_types([s.labels for s in samples], type_map, known)
+        mapped, unknown = map_types([s.labels for s in samples], type_map, iob2_types(model.labels))
         for s, m in zip(samples, mapped):
             s.labels = m
     else:

@@ -1,0 +1,6 @@
+"""`python -m cotpd` is the `cotpd` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The benchmark grid on the real data (`cotpd bench`): grid, trainings, claims, report, LLM client bench."""

@@ -1,0 +1,298 @@
+"""`cotpd bench`: the benchmark grid on the real data, one command to the results table.
+
+    cotpd bench --quick                # 2 CPU cores, < 60 min: reduced grid (said so in the report)
+    cotpd bench --full --seeds 3       # a GPU: the whole grid
+    cotpd bench --smoke                # seconds: the embedded samples, a tiny encoder (tests)
+
+Grid (cotpd.bench.spec): datasets x variants (baseline, knowledge view, CoTPD) x seeds; data
+efficiency (10/25/50% of train, every seed; report: cotpd.bench.efficiency); ablations where the
+data allows. Every training is an MLflow run. Upstream stages run in a work folder (<out>/runs,
+git-ignored) where their output is missing. Writes <out>/README.md, results.json and PNG plots.
+
+A finished training is saved as <out>/runs/done/<key>.json with a hash of everything that decides
+its result (resolved params, seed, fraction, grains); a later `cotpd bench` with the same --out
+reuses it instead of training again, so a grid too long for one sitting (the full grid on a CPU)
+is built over several, and --variants/--groups choose what trains this time. --fresh retrains.
+The records behind a committed <out>/results.json are taken back into <out>/runs/done where it has
+none (a fresh clone), so a report that is in git can be extended without training its runs again.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from ..args import root_of, setup_logging
+from ..config import DatasetParams
+from ..errors import CotpdError
+from ..io import read_json, read_jsonl, write_json, write_jsonl
+from ..model.encoder import build_tiny_encoder
+from ..params import Layout, apply_set, as_params, dataset_params, params_hash, read_params, resolve_dataset
+from ..pipeline import run_stage
+from ..training.loop import train_and_evaluate
+from ..training.tracking import training_run
+from .args import BenchArgs, bench_args, build_parser
+from . import efficiency
+from .claims import take_claim
+from .report import GridResult, commit_label, write_report
+from .spec import MODES, RunSpec, plan_grid
+from .speed import machine_label, measure_speed
+
+log = logging.getLogger("cotpd.bench")
+STAGE_OUTPUT = {"prepare": lambda lay: lay.raw("test"), "captions": lambda lay: lay.captions,
+                "knowledge": lambda lay: lay.knowledge, "augment": lambda lay: lay.augmented}
+
+
+class Bench:
+    """One invocation: plans the grid, reuses or trains each run, and collects `result` (the report's
+    input). `params` is params.yaml as a mapping that the bench edits (roots, the mode, --set) before
+    each training validates it."""
+
+    def __init__(self, root: Path, out: Path, args: BenchArgs):
+        self.root, self.out, self.args = root, out, args
+        self.mode = MODES[args.mode]
+        self.seeds = args.seeds or self.mode.seeds
+        self.datasets = args.datasets or list(self.mode.datasets)
+        budget_min = args.budget_min if args.budget_min is not None else self.mode.budget_min
+        self.budget_s = 60 * (budget_min if budget_min is not None else 1e9)
+        self.work = out / "runs"
+        self.done_dir = self.work / "done"
+        self.commit = commit_label(root, out)
+        self.params = self._params(args.data)
+        typed = as_params(self.params)  # a bad --set stops the bench here, before any stage runs
+        self.base_seed = typed.file.seed
+        self.t0 = time.perf_counter()
+        self.result = GridResult(root, out, args, self.mode, self.datasets, self.seeds, self.base_seed,
+                                 tasks={ds: typed.dataset(ds).task for ds in self.datasets}, commit=self.commit)
+
+    # --- setup -------------------------------------------------------------------------------------
+    def _params(self, data: Path | None) -> dict:
+        """params.yaml with dataset roots made absolute (the work folder is elsewhere), --data applied
+        to the real datasets (by their folder name) and the mode's train overrides merged."""
+        params = read_params(self.root)
+        for ds in params["datasets"].values():
+            rel = Path(ds["root"])
+            if data is not None and ".." in rel.parts:  # a real dataset: <data>/<its folder name>
+                ds["root"] = str((data / rel.name).resolve())
+            elif not rel.is_absolute():
+                ds["root"] = str((self.root / rel).resolve())
+        params["train"].update(copy.deepcopy(self.mode.train))
+        for ds in self.datasets:  # the mode wins over a dataset's own train overrides
+            if ds not in params["datasets"]:
+                raise CotpdError(f"unknown dataset {ds!r}; params.yaml defines {sorted(params['datasets'])}")
+            over = params["datasets"][ds].setdefault("overrides", {}) or {}
+            params["datasets"][ds]["overrides"] = over
+            over["train"] = {**(over.get("train") or {}), **copy.deepcopy(self.mode.train),
+                             **self.mode.train_by_dataset.get(ds, {})}
+        return apply_set(params, self.args.overrides)
+
+    def prepare(self) -> None:
+        """Run the upstream stages whose output is missing in the work folder."""
+        if self.mode.tiny_encoder:
+            enc = self.work / "tiny_encoder"
+            if not (enc / "config.json").exists():
+                build_tiny_encoder(enc)
+            self.params["train"]["encoder"] = str(enc)
+            for ds in self.datasets:
+                self.params["datasets"][ds]["overrides"]["train"]["encoder"] = str(enc)
+            self.result.notes.append("smoke mode: a tiny randomly initialised encoder, scores are meaningless")
+        for ds in self.datasets:
+            src, dst = self.root / "ledger" / ds, self.work / "ledger" / ds
+            if src.is_dir() and not dst.exists():
+                shutil.copytree(src, dst)  # replay the committed LLM answers
+            lay = Layout(self.work, ds)
+            for stage, output in STAGE_OUTPUT.items():
+                if self.args.rebuild or not output(lay).exists():
+                    log.info("[%s] stage %s", ds, stage)
+                    run_stage(stage, ds, self.work, self.params)
+
+    # --- the grid ----------------------------------------------------------------------------------
+    def grid(self) -> list[RunSpec]:
+        plan = plan_grid(self.mode, self.datasets, [self.base_seed + i for i in range(self.seeds)], self.work)
+        self.result.grains.update(plan.grains)
+        self.result.notes.extend(plan.notes)
+        return plan.specs
+
+    def data_root_for(self, spec: RunSpec) -> Path:
+        """The work folder, or for a grain ablation a copy whose knowledge.jsonl keeps one grain."""
+        if not spec.knowledge_grains:
+            return self.work
+        alt = self.work / "ablations" / spec.key
+        src, dst = Layout(self.work, spec.dataset), Layout(alt, spec.dataset)
+        if dst.base.exists():
+            shutil.rmtree(dst.base)
+        shutil.copytree(src.base, dst.base, ignore=shutil.ignore_patterns("models", "knowledge.jsonl"))
+        write_jsonl(dst.knowledge, [r for r in read_jsonl(src.knowledge) if r.get("grain") in spec.knowledge_grains])
+        return alt
+
+    def spec_params(self, spec: RunSpec) -> tuple[dict, DatasetParams, str]:
+        """(params, typed dataset params, config hash) of one training. The hash covers what
+        decides its result, not where its files or MLflow runs go, so a resumed grid reuses it."""
+        params = copy.deepcopy(self.params)
+        over = params["datasets"][spec.dataset]["overrides"]["train"]
+        base_frac = float(self.mode.base_fraction.get(spec.dataset, 1.0))  # 1.0: the whole train split
+        over.update(spec.train, data_fraction=round(base_frac * spec.fraction, 6))
+        params["seed"] = spec.seed
+        # the hash is of the mapping as written (not of the schema's defaults), so saved results
+        # stay valid when the schema gains a key
+        raw = resolve_dataset(params, spec.dataset)
+        decisive = {k: v for k, v in raw.items() if k not in ("tracking", "pipeline", "llm", "captions", "augment")}
+        return params, dataset_params(params, spec.dataset), \
+            params_hash({"params": decisive, "grains": spec.knowledge_grains, "key": spec.key})
+
+    # --- saved results -----------------------------------------------------------------------------
+    def adopt_report(self) -> list[str]:
+        """Save the records of <out>/results.json that runs/done lacks (a fresh clone: the work folder
+        is git-ignored, the report is not). Each keeps its config hash, so done_record still retrains
+        one whose params have changed since; --fresh adopts nothing."""
+        report = self.out / "results.json"
+        if self.args.fresh or not report.exists():
+            return []
+        adopted = []
+        for i, rec in enumerate(read_json(report).get("runs") or []):
+            try:
+                spec = RunSpec(rec["dataset"], rec["variant"], int(rec["seed"]), rec["group"], rec.get("label") or "")
+                if "config_hash" not in rec:
+                    raise KeyError("config_hash")
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CotpdError(f"{report}: runs[{i}] is not a bench record (missing or bad {exc})") from exc
+            path = self.done_dir / f"{spec.key}.json"
+            if not path.exists():
+                write_json(path, rec)  # atomic, like a finished training's record
+                adopted.append(spec.key)
+        if adopted:
+            log.info("took %d saved results back from %s", len(adopted), report)
+        return adopted
+
+    def done_record(self, spec: RunSpec) -> dict | None:
+        """The saved result of an earlier invocation for exactly this configuration, if any."""
+        path = self.done_dir / f"{spec.key}.json"
+        if self.args.fresh or not path.exists():
+            return None
+        rec = read_json(path)
+        if rec.get("config_hash") != self.spec_params(spec)[2]:
+            log.info("%s: saved result is for other params, training again", spec.key)
+            return None
+        return rec
+
+    def reuse(self, spec: RunSpec) -> bool:
+        """Take the saved result of `spec` into this report, if there is one for its params."""
+        done = self.done_record(spec)
+        if done is not None:
+            self.result.records.append(done)
+            self.result.reused.append(spec.key)
+        return done is not None
+
+    # --- trainings ---------------------------------------------------------------------------------
+    def selected(self, spec: RunSpec) -> bool:
+        a = self.args
+        return not a.report_only and (not a.variants or spec.variant in a.variants) \
+            and (not a.groups or spec.group in a.groups)
+
+    def run_one(self, spec: RunSpec) -> dict:
+        params, dp, chash = self.spec_params(spec)
+        over = params["datasets"][spec.dataset]["overrides"]["train"]
+        data_root = self.data_root_for(spec)
+        model_dir = self.work / "models" / spec.key
+        tags = {"bench": self.args.mode, "bench_group": spec.group, "bench_label": spec.label or None}
+        t0 = time.perf_counter()
+        with training_run(self.root, spec.dataset, spec.variant, dp, tags=tags, seed=spec.seed,
+                          run_name=spec.key, data_root=data_root) as tr:
+            res = train_and_evaluate(spec.dataset, spec.variant, params, data_root, spec.seed,
+                                     on_epoch_end=tr.log_epoch, model_dir=model_dir, progress=False)
+            tr.log_result(res)
+            if self.args.log_models:
+                tr.log_student_model(res.model_dir, dp.task)
+        if spec.group != "main" or spec.seed != self.base_seed:
+            shutil.rmtree(model_dir, ignore_errors=True)  # keep one model per dataset/variant (speed section)
+        if spec.knowledge_grains:
+            shutil.rmtree(data_root, ignore_errors=True)
+        test = res.test or {}
+        return {"dataset": spec.dataset, "variant": spec.variant, "seed": spec.seed, "group": spec.group,
+                "label": spec.label, "fraction": spec.fraction, "data_fraction": over["data_fraction"],
+                "test_f1": test.get("f1"), "test_precision": test.get("precision"), "test_recall": test.get("recall"),
+                "dev_f1": res.best_dev.get("f1"), "per_type": test.get("per_type") or test.get("per_relation") or {},
+                "view": test.get("view"), "train_tokens_per_s": res.train_tokens_per_s, "n_train": res.n_train,
+                "best_epoch": res.best_epoch, "seconds": round(time.perf_counter() - t0, 1),
+                "model_dir": str(model_dir) if model_dir.exists() else None,
+                "mlflow_run_id": tr.run_id, "mlflow_url": tr.url, "config_hash": chash,
+                "git_commit": self.commit, "hardware": machine_label(), "overrides": self.args.overrides}
+
+    def estimate(self, spec: RunSpec) -> float:
+        """Expected seconds of a training from the main-grid runs of the same dataset and variant
+        (evaluation on the full dev/test sets does not shrink with the training fraction)."""
+        past = [r["seconds"] for r in self.result.records
+                if (r["dataset"], r["variant"], r["group"]) == (spec.dataset, spec.variant, "main")]
+        return (sum(past) / len(past)) * max(spec.fraction, 0.4) if past else 0.0
+
+    def measure_speed(self) -> dict:
+        return measure_speed(self.mode.speed, self.root, self.work, self.params, self.datasets[0], self.result.records)
+
+    def run(self, argv: list[str]) -> Path:
+        res = self.result
+        self.adopt_report()
+        self.prepare()
+        specs = self.grid()
+        log.info("bench %s: %d trainings planned", self.args.mode, len(specs))
+        speed_done = False
+        for i, spec in enumerate(specs):
+            if not speed_done and spec.group != "main" and self.args.speed:
+                res.speed, speed_done = self.measure_speed(), True  # after the main grid
+            if self.reuse(spec):
+                continue
+            if not self.selected(spec):
+                res.not_selected.append(spec.key)
+                continue
+            elapsed = time.perf_counter() - self.t0
+            if elapsed + self.estimate(spec) > self.budget_s:
+                res.skipped.append(f"{spec.key} (would pass the time budget of {self.budget_s / 60:.0f} min)")
+                continue
+            claim = self.done_dir / f"{spec.key}.claim"
+            if not take_claim(claim):  # another invocation sharing --out is training it right now
+                res.elsewhere.append(spec.key)
+                continue
+            try:
+                if self.reuse(spec):  # another invocation may have finished it since the check above
+                    continue
+                log.info("[%d/%d] %s (%.0f s elapsed)", i + 1, len(specs), spec.key, elapsed)
+                rec = self.run_one(spec)
+                write_json(self.done_dir / f"{spec.key}.json", rec)  # atomic: a killed run leaves no half record
+                res.records.append(rec)
+            finally:
+                claim.unlink(missing_ok=True)
+        if not speed_done and self.args.speed:
+            res.speed = self.measure_speed()
+        res.wall_s = time.perf_counter() - self.t0
+        res.commit = commit_label(self.root, self.out)  # the code as the report is written
+        report = write_report(res, argv)
+        if any(r.get("group") == "fraction" for r in res.records):
+            eff = self.args.efficiency_out or self.out / "efficiency"
+            efficiency.write(res.records, eff if eff.is_absolute() else self.root / eff, "cotpd bench " + " ".join(argv))
+        return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ns = build_parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    setup_logging(ns)
+    try:
+        root = root_of(ns)
+        out = ns.out if ns.out.is_absolute() else (Path.cwd() / ns.out)
+        bench = Bench(root, out.resolve(), bench_args(ns))
+        report = bench.run(argv)
+    except CotpdError as exc:
+        print(f"cotpd bench: error: {exc}", file=sys.stderr)
+        return 2
+    res = bench.result
+    print(json.dumps({"report": str(report), "trainings": len(res.records), "reused": len(res.reused),
+                      "not_selected": len(res.not_selected), "elsewhere": len(res.elsewhere),
+                      "skipped": len(res.skipped), "wall_s": round(res.wall_s, 1)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

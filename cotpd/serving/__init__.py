@@ -1,0 +1,1 @@
+"""Serving the trained student: `cotpd predict` and the MLflow pyfunc model that takes raw text."""

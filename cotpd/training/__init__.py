@@ -1,0 +1,1 @@
+"""Training the student: the loop, the corpus it reads, evaluation and MLflow tracking."""

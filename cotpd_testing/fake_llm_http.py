@@ -1,0 +1,141 @@
+"""The HTTP side of the fake OpenAI-compatible server: routes, auth, injected faults, uploads.
+
+The state it serves (answers, counters, files, batches) is a cotpd_testing.fake_llm.FakeLLMServer,
+reached as `self.server.fake`.
+"""
+from __future__ import annotations
+
+import email.parser
+import json
+import re
+import socket
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so the client's connection pool is exercised
+    server: "Server"
+
+    def log_message(self, fmt, *args):  # quiet: tests read counters, not logs
+        pass
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _send(self, status: int, payload, headers: dict | None = None, raw: bytes | None = None):
+        data = raw if raw is not None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if raw is None else "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, str(v))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, headers: dict | None = None, code: str | None = None):
+        self._send(status, {"error": {"message": message, "type": "fake_error", "code": code}}, headers)
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _authorized(self) -> bool:
+        fake = self.server.fake
+        if fake.api_key is None:
+            return True
+        if self.headers.get("Authorization") == f"Bearer {fake.api_key}":
+            return True
+        self._error(401, "Incorrect API key provided.", code="invalid_api_key")
+        return False
+
+    # -- routes -----------------------------------------------------------------------------------
+    def do_POST(self):
+        fake = self.server.fake
+        body = self._body()
+        fake.count_request(self.path)
+        if not self._authorized():
+            return
+        path = self.path.split("?")[0].rstrip("/")
+        if path.endswith("/v1/chat/completions"):
+            return self._chat(json.loads(body or b"{}"))
+        if path.endswith("/v1/files"):
+            return self._upload(body)
+        if path.endswith("/v1/batches"):
+            return self._send(200, fake.create_batch(json.loads(body)))
+        self._error(404, f"no route {self.path}")
+
+    def do_GET(self):
+        fake = self.server.fake
+        self._body()
+        if self.path == "/_stats":  # for a server in another process (bench); not counted itself
+            with fake.lock:
+                return self._send(200, {"counts": dict(fake.counts), "chat_calls": fake.counts["chat"]})
+        fake.count_request(self.path)
+        if not self._authorized():
+            return
+        m = re.search(r"/files/([^/]+)/content$", self.path)
+        if m and m.group(1) in fake.files:
+            return self._send(200, None, raw=fake.files[m.group(1)]["data"])
+        m = re.search(r"/files/([^/]+)$", self.path)
+        if m and m.group(1) in fake.files:
+            return self._send(200, fake.files[m.group(1)]["meta"])
+        m = re.search(r"/batches/([^/]+)$", self.path)
+        if m and m.group(1) in fake.batches:
+            return self._send(200, fake.poll_batch(m.group(1)))
+        self._error(404, f"no route {self.path}")
+
+    def _chat(self, body: dict):
+        fake = self.server.fake
+        with fake.lock:
+            fake.inflight += 1
+            fake.max_inflight = max(fake.max_inflight, fake.inflight)
+        try:
+            self._chat_inner(body)
+        finally:
+            with fake.lock:
+                fake.inflight -= 1
+
+    def _chat_inner(self, body: dict):
+        fake = self.server.fake
+        fault = fake.take_fault()
+        if fake.latency:
+            time.sleep(fake.latency)
+        if fault is not None:
+            kind, opts = fault
+            if kind == "429":
+                return self._error(429, "Rate limit reached", {"Retry-After": opts.get("retry_after", 0)})
+            if kind == "500":
+                return self._error(500, "The server had an error")
+            if kind == "400":
+                return self._error(400, "Invalid request: context length exceeded")
+            if kind == "401":
+                return self._error(401, "Incorrect API key provided.", code="invalid_api_key")
+            if kind == "timeout":
+                time.sleep(opts.get("sleep", 5.0))
+                return self._error(500, "too late")
+            if kind == "drop":  # close the socket without a response
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return None
+            if kind == "malformed":
+                return self._send(200, None, raw=b'{"id": "chatcmpl-x", "choices": [{"mess')
+        self._send(200, fake.completion(body))
+
+    def _upload(self, body: bytes):
+        # multipart/form-data: parse with the stdlib email parser (cgi is deprecated)
+        head = f"Content-Type: {self.headers.get('Content-Type')}\r\n\r\n".encode()
+        msg = email.parser.BytesParser().parsebytes(head + body)
+        fields = {}
+        for part in msg.get_payload() if msg.is_multipart() else []:
+            fields[part.get_param("name", header="content-disposition")] = (
+                part.get_filename(), part.get_payload(decode=True))
+        filename, data = fields.get("file", (None, None))
+        if data is None:
+            return self._error(400, "missing file")
+        purpose = (fields.get("purpose") or (None, b""))[1].decode()
+        self._send(200, self.server.fake.add_file(data, filename or "upload.jsonl", purpose))
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # many concurrent connects must not be refused
+    allow_reuse_address = True
+    fake: object  # the cotpd_testing.fake_llm.FakeLLMServer whose state this serves (set by it)

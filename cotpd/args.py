@@ -16,7 +16,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def common(params: bool = True) -> argparse.ArgumentParser:
     """The parent parser: pass as `parents=[common()]` (`params=False`: only -v, for commands that read
-    no params.yaml, such as `cotpd predict`).
+    no params.yaml, such as `cotpd sample`).
     Unset options stay off the namespace (SUPPRESS), so `cotpd -v train` and `cotpd train -v` both
     count: a subcommand's default would otherwise overwrite what was given before it."""
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)

@@ -5,6 +5,7 @@ import argparse
 import importlib
 import json
 import sys
+from pathlib import Path
 
 from .errors import CotpdError
 from .args import common, params_of, root_of, setup_logging
@@ -25,6 +26,10 @@ EXTERNAL = {
     "predict": ("cotpd.serving.predict", "predict entities / relations for text with a trained student"),
     "bench": ("cotpd.bench.grid", "run the benchmark grid on real data and write results/README.md"),
     "bench-llm": ("cotpd.bench.llm", "benchmark the LLM client against a local test server"),
+    "plan": ("cotpd.plan", "what recording the LLM stages would send, cost and take (sends nothing)"),
+    "ledger": ("cotpd.ledgers", "LLM ledger stats, and gc of answers to old prompt versions"),
+    "explain": ("cotpd.training.explain", "where CoTPD and the baseline disagree: counts per type and examples "
+                                          "with the caption and CoT knowledge"),
 }
 
 
@@ -43,10 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", required=True, help="dataset key in params.yaml")
         if name == "train":
             p.add_argument("--variant", default="cotpd", choices=VARIANTS)
+            p.add_argument("--fresh", action="store_true",
+                           help="train from scratch, ignoring the resume checkpoint of an interrupted training")
         if name == "evaluate":
             p.add_argument("--trained-on", metavar="DATASET", default=None,
                            help="cross-dataset: score the students trained on DATASET on this dataset's "
-                                "test split (entity types mapped through this dataset's type_map)")
+                                "test split (entity types mapped through both datasets' type_map)")
+            p.add_argument("--model", metavar="MODEL", default=None,
+                           help="score this one student instead (a trained folder or an MLflow runs:/<id>/model "
+                                "URI) on any dataset of its task; writes outputs/<ds>/metrics/cross/<model>.json")
+            p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="with --model")
+            p.add_argument("--out", type=Path, default=None, help="with --model: where the metrics JSON goes")
+            p.add_argument("--unmapped", default="error", choices=["error", "miss"],
+                           help="with --model: a gold type no type_map maps to a model type is an error, or "
+                                "its entities count as misses")
     for name, (_, help_) in EXTERNAL.items():
         sub.add_parser(name, help=help_, add_help=False)
     return parser
@@ -60,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in EXTERNAL:
         return int(importlib.import_module(EXTERNAL[argv[0]][0]).main(argv[1:]) or 0)
     args = parser.parse_args(argv)
+    if args.command == "evaluate" and args.model and args.trained_on:
+        parser.error("evaluate: give --model or --trained-on, not both")
+    if args.command == "evaluate" and not args.model and (args.split != "test" or args.out or args.unmapped != "error"):
+        parser.error("evaluate: --split, --out and --unmapped go with --model")
     setup_logging(args)
     try:
         root, params = root_of(args), params_of(args)
@@ -70,10 +89,14 @@ def main(argv: list[str] | None = None) -> int:
             datasets = args.dataset or params.file.pipeline.datasets
             summary = run_all(datasets, root, params, stages=args.stages)
         else:
-            kw = {"variant": args.variant} if args.command == "train" else {}
+            kw = {"variant": args.variant, "fresh": args.fresh} if args.command == "train" else {}
             if args.command == "evaluate" and args.trained_on:
                 kw["cross_from"] = args.trained_on
-            summary = run_stage(args.command, args.dataset, root, params, **kw)
+            if args.command == "evaluate" and args.model:  # one model, not the stage (loads torch: by name)
+                summary = importlib.import_module("cotpd.training.cross").evaluate_model(
+                    args.dataset, root, params, args.model, args.split, args.out, args.unmapped)
+            else:
+                summary = run_stage(args.command, args.dataset, root, params, **kw)
     except CotpdError as exc:
         print(f"cotpd: error: {exc}", file=sys.stderr)
         return 2

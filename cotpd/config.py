@@ -112,6 +112,7 @@ class LLMCfg(Section):
     batch_api: bool = False
     batch_poll_s: float = 30
     batch_max_wait_s: float = 86400
+    batch_max_requests: int = Field(50_000, ge=1, le=50_000)  # per Batch API batch (the API's limit)
     local_batch_size: int = 8
     local_num_threads: int | None = None
     price_per_1m_input: float = 0.15

@@ -11,9 +11,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from dagster import (AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, StaticPartitionsDefinition,
-                     asset)
+from dagster import (AssetExecutionContext, AssetsDefinition, Backoff, DataVersion, Failure, Jitter, MaterializeResult,
+                     MetadataValue, RetryPolicy, StaticPartitionsDefinition, asset)
 
+from cotpd.errors import ConfigError, CotpdError, DataError, LedgerMiss
 from cotpd.params import Layout, Params, as_params
 from cotpd.pipeline import DEPENDS, PACKAGE_ROOT, STAGES, code_hash, run_stage
 from cotpd.prompts import prompts_version, stage_prompts
@@ -23,10 +24,16 @@ from .resources import CaptionerResource, LLMResource, MLflowResource, ProjectRe
 
 GROUP = "cotpd"
 LLM_POOL = "llm"  # one concurrency pool for every step that calls the LLM (limit: dagster.yaml)
-# trainings share a pool too: on one machine two at once fight over the cores / the GPU, and two
-# processes creating the MLflow sqlite store at the same moment race on its schema migration
+# trainings share a pool too: on one machine two at once fight over the cores / the GPU
 TRAIN_POOL = "train"
 LLM_STAGES = ("captions", "knowledge", "augment")
+# An LLM step that still fails once the client's own retries (429/5xx/timeouts, cotpd.llm.client)
+# are spent met an outage longer than they cover: Dagster runs the step again after 0-30 s, 0-90 s,
+# 0-210 s (exponential backoff, full jitter so parallel partitions do not return in step). A retry
+# costs only the requests that failed: the answers already received are in the ledger.
+LLM_RETRY = RetryPolicy(max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.FULL)
+# failures no retry can fix (bad params or data, a replay-mode ledger miss, a rejected API key)
+PERMANENT = (ConfigError, DataError, LedgerMiss)
 # Where a cluster executor puts each step (ignored by the local executors): LLM steps on the Celery
 # queue "llm", training on "gpu" and, under the k8s executor, in pods that ask for one GPU.
 LLM_TAGS = {"dagster-celery/queue": "llm"}
@@ -101,7 +108,13 @@ def materialize_stage(context: AssetExecutionContext, stage: str, project: Proje
     if llm is None:
         return run_stage(stage, ds, root, params, **kw)
     with llm.credentials():
-        return run_stage(stage, ds, root, params, **kw)
+        try:
+            return run_stage(stage, ds, root, params, **kw)
+        except CotpdError as exc:
+            from cotpd.llm.client import FatalLLMError  # lazy: loads openai; the stage has imported it
+            if isinstance(exc, (*PERMANENT, FatalLLMError)):  # fail now instead of after LLM_RETRY's waits
+                raise Failure(description=str(exc), allow_retries=False) from exc
+            raise
 
 
 def content_version(*paths: Path) -> DataVersion | None:
@@ -142,7 +155,8 @@ def raw_dataset(context: AssetExecutionContext, project: ProjectResource) -> Mat
 
 
 @asset(**_COMMON, deps=upstream("captions"), code_version=code_version("captions"),
-       pool=_captions_pool(_params()), op_tags=LLM_TAGS if _captions_pool(_params()) else None)
+       pool=_captions_pool(_params()), op_tags=LLM_TAGS if _captions_pool(_params()) else None,
+       retry_policy=LLM_RETRY)
 def image_captions(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
                    captioner: CaptionerResource) -> MaterializeResult:
     """One caption per image the dataset references (precomputed, BLIP-2 or a vision LLM)."""
@@ -151,7 +165,8 @@ def image_captions(context: AssetExecutionContext, project: ProjectResource, llm
     return _result(summary, {"preview": md.preview(lay.captions)}, (lay.captions,))
 
 
-@asset(**_COMMON, deps=upstream("knowledge"), code_version=code_version("knowledge"), pool=LLM_POOL, op_tags=LLM_TAGS)
+@asset(**_COMMON, deps=upstream("knowledge"), code_version=code_version("knowledge"), pool=LLM_POOL, op_tags=LLM_TAGS,
+       retry_policy=LLM_RETRY)
 def cot_knowledge(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource) -> MaterializeResult:
     """Chain-of-thought knowledge from the LLM per sample: noun, sentence and multimodal grains."""
     summary = materialize_stage(context, "knowledge", project, llm=llm)
@@ -160,7 +175,8 @@ def cot_knowledge(context: AssetExecutionContext, project: ProjectResource, llm:
     return _result(summary, {"preview": md.preview(lay.knowledge, cols)}, (lay.knowledge,))
 
 
-@asset(**_COMMON, deps=upstream("augment"), code_version=code_version("augment"), pool=LLM_POOL, op_tags=LLM_TAGS)
+@asset(**_COMMON, deps=upstream("augment"), code_version=code_version("augment"), pool=LLM_POOL, op_tags=LLM_TAGS,
+       retry_policy=LLM_RETRY)
 def augmented_dataset(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource) -> MaterializeResult:
     """LLM-augmented training samples (style, entity, image) that passed the fact check and the suite."""
     summary = materialize_stage(context, "augment", project, llm=llm)

@@ -30,11 +30,11 @@ def executor(kind: str | None = None) -> ExecutorDefinition:
     if kind == "in_process":
         return in_process_executor
     if kind == "celery":
-        from dagster_celery import celery_executor  # pip install dagster-celery (same release line)
+        from dagster_celery import celery_executor  # lazy: optional (pip install dagster-celery, same release line)
 
         return celery_executor
     if kind == "k8s":
-        from dagster_k8s import k8s_job_executor  # pip install dagster-k8s (same release line)
+        from dagster_k8s import k8s_job_executor  # lazy: optional (pip install dagster-k8s, same release line)
 
         return k8s_job_executor
     raise ValueError(f"COTPD_DAGSTER_EXECUTOR must be one of {EXECUTORS}, got {kind!r}")

@@ -5,6 +5,7 @@ value of $OPENAI_API_KEY wherever it would appear, so metadata never carries the
 """
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -110,7 +111,6 @@ def summary_metadata(summary: dict) -> dict[str, MetadataValue]:
 def image_md(path: Path, title: str) -> MetadataValue:
     """A plot in the asset's metadata: the PNG's path (Dagster's markdown shows local paths as text,
     so the file is linked, and also inlined as a data URI for UIs that render it)."""
-    import base64
 
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return MetadataValue.md(f"**{title}** (`{path}`)\n\n![{title}](data:image/png;base64,{data})")

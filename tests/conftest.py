@@ -37,3 +37,11 @@ def real_data() -> Path:
             return d
     pytest.skip("real data not found (looked in " + ", ".join(map(str, REAL_DATA_CANDIDATES)) + ")")
 
+
+
+@pytest.fixture(scope="session")
+def dvc_repro(tmp_path_factory):
+    """A clean checkout after its first `dvc repro` (minutes): test_dvc reads it, test_dvc_exp copies it."""
+    from dvc_helpers import reproduced_clone
+
+    return reproduced_clone(tmp_path_factory.mktemp("clone"))

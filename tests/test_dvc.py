@@ -4,39 +4,21 @@ metrics and plots are readable by `dvc metrics` / `dvc plots`; the LLM ledgers a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 
 import pytest
 import yaml
 
-from orchestration_helpers import VENV_BIN, scratch_project, small_params
+from dvc_helpers import dvc
 
 pytestmark = pytest.mark.slow  # runs the real sample pipeline (about a minute or two)
 
 
-def dvc(root, *args, check=True, env_extra=None):
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false", **(env_extra or {})}
-    env.pop("COTPD_ROOT", None)
-    res = subprocess.run([str(VENV_BIN / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True,
-                         timeout=1200)
-    if check and res.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    return res
-
-
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory):
+def repro(dvc_repro):
     """One clean checkout, reproduced once (the expensive part), shared by the tests below."""
-    root = scratch_project(tmp_path_factory.mktemp("clone") / "proj", small_params, git=True)
-    assert not (root / "outputs").exists() and not (root / "data").exists()
-    assert not (root / ".dvc" / "cache").exists()
-    ledgers = {p: p.read_bytes() for p in sorted((root / "ledger").rglob("*.jsonl"))}
-    t0 = time.perf_counter()
-    first = dvc(root, "repro")
-    return root, ledgers, first, time.perf_counter() - t0
+    return dvc_repro
 
 
 @pytest.mark.timeout(1500)

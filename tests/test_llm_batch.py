@@ -54,3 +54,76 @@ def test_failed_batch_lines_are_reported_and_the_rest_recorded(fake_llm, llm_par
     assert fake_llm.counts["/v1/batches"] == 2
     second = fake_llm.files["file-4"]["data"].decode().splitlines()  # files 1-3: input, output, errors
     assert [json.loads(x)["custom_id"] for x in second] == [reqs[0].key]
+
+
+def _state(tmp_path) -> dict:
+    path = tmp_path / "ledger.jsonl.batches.json"
+    return json.loads(path.read_text())["batches"] if path.exists() else {}
+
+
+def test_a_job_is_split_into_batches_of_at_most_batch_max_requests(fake_llm, llm_params, tmp_path):
+    cfg = llm_cfg(llm_params, batch_api=True, batch_max_requests=2)
+    runner = build_runner(cfg, tmp_path / "ledger.jsonl")
+    reqs = _reqs(cfg, 6)
+    out = runner.run(reqs, "knowledge")
+    assert [r.key for r in out] == [r.key for r in reqs] and len(runner.ledger) == 6
+    assert fake_llm.counts["/v1/batches"] == 3 and fake_llm.chat_calls == 0
+    inputs = [f["data"].decode().splitlines() for f in fake_llm.files.values() if f["meta"]["purpose"] == "batch"]
+    assert [[json.loads(x)["custom_id"] for x in lines] for lines in inputs] == \
+        [[r.key for r in reqs[i:i + 2]] for i in (0, 2, 4)]
+    assert _state(tmp_path) == {}  # every batch's answers recorded: nothing left to resume
+
+
+def test_the_input_file_size_limit_splits_too(monkeypatch):
+    from cotpd.llm import batch
+
+    cfg = llm_cfg({"model": "m"})
+    reqs = _reqs(cfg, 5)
+    line = len(batch.encode_line(reqs[0]))
+    chunks = batch.split_batches(reqs, max_requests=50_000, max_bytes=2 * line + 1)
+    assert [len(c) for c in chunks] == [2, 2, 1]
+    assert all(sum(len(x) for _, x in c) <= 2 * line + 1 for c in chunks)
+    with pytest.raises(CotpdError, match="over the 10-byte file limit"):
+        batch.split_batches(reqs, max_requests=50_000, max_bytes=10)
+
+
+def test_each_batch_resumes_after_an_interrupted_run(fake_llm, llm_params, tmp_path):
+    """A run stopped while polling (here: out of batch_max_wait_s; a kill leaves the same state file)
+    is resumed batch by batch: a rerun polls the batches already paid for and submits only the rest."""
+    fake_llm.batch_polls = 10 ** 6  # never finishes during the first run
+    cfg = llm_cfg(llm_params, batch_api=True, batch_max_requests=2, batch_max_wait_s=0.2)
+    reqs = _reqs(cfg, 6)
+    with pytest.raises(CotpdError, match=r"batches \['batch_1', 'batch_2'\] still running"):
+        build_runner(cfg, tmp_path / "ledger.jsonl").run(reqs[:4], "knowledge")
+    state = _state(tmp_path)
+    assert {b: v["keys"] for b, v in state.items()} == {"batch_1": [r.key for r in reqs[:2]],
+                                                        "batch_2": [r.key for r in reqs[2:4]]}
+    fake_llm.batch_polls = 0  # the provider finishes them now
+    runner = build_runner(cfg, tmp_path / "ledger.jsonl")
+    out = runner.run(reqs, "knowledge")  # the two pending batches + one new one for the last two
+    assert [r.key for r in out] == [r.key for r in reqs] and len(runner.ledger) == 6
+    assert fake_llm.counts["/v1/batches"] == 3  # batch_1 and batch_2 were not submitted again
+    third = [f for f in fake_llm.files.values() if f["meta"]["purpose"] == "batch"][-1]
+    assert [json.loads(x)["custom_id"] for x in third["data"].decode().splitlines()] == [r.key for r in reqs[4:]]
+    assert _state(tmp_path) == {}
+
+
+def test_result_rows_for_unknown_custom_ids_are_reported_never_recorded(fake_llm, llm_params, tmp_path, caplog):
+    run_batch = fake_llm.run_batch
+
+    def with_a_stranger(b):  # the provider's output file also holds a row this batch never sent
+        run_batch(b)
+        out = fake_llm.files[b["output_file_id"]]
+        stranger = json.loads(out["data"].decode().splitlines()[0])
+        stranger["custom_id"] = "f" * 64
+        out["data"] += (json.dumps(stranger) + "\n").encode()
+
+    fake_llm.run_batch = with_a_stranger
+    cfg = llm_cfg(llm_params, batch_api=True)
+    runner = build_runner(cfg, tmp_path / "ledger.jsonl")
+    reqs = _reqs(cfg, 3)
+    assert len(runner.run(reqs, "knowledge")) == 3
+    rows = [json.loads(x) for x in (tmp_path / "ledger.jsonl").read_text().splitlines()]
+    assert sorted(r["key"] for r in rows) == sorted(r.key for r in reqs)  # the stranger is not merged
+    assert "1 result rows for custom_ids this batch never sent were NOT recorded" in caplog.text
+    assert "f" * 64 in caplog.text and "batch_1" in caplog.text

@@ -4,17 +4,16 @@
     cotpd bench --full --seeds 3       # a GPU: the whole grid
     cotpd bench --smoke                # seconds: the embedded samples, a tiny encoder (tests)
 
-Grid (cotpd.bench.spec): datasets x variants (baseline, knowledge view, CoTPD) x seeds; data
-efficiency (10/25/50% of train, every seed; report: cotpd.bench.efficiency); ablations where the
-data allows. Every training is an MLflow run. Upstream stages run in a work folder (<out>/runs,
+Grid (cotpd.bench.spec): datasets x variants (baseline, knowledge view, CoTPD) x seeds; data efficiency
+(10/25/50% of train; cotpd.bench.efficiency); ablations the data allows; transfer between NER datasets
+(cotpd.bench.cross). Every training is an MLflow run. Upstream stages run in a work folder (<out>/runs,
 git-ignored) where their output is missing. Writes <out>/README.md, results.json and PNG plots.
 
-A finished training is saved as <out>/runs/done/<key>.json with a hash of everything that decides
-its result (resolved params, seed, fraction, grains); a later `cotpd bench` with the same --out
-reuses it instead of training again, so a grid too long for one sitting (the full grid on a CPU)
-is built over several, and --variants/--groups choose what trains this time. --fresh retrains.
-The records behind a committed <out>/results.json are taken back into <out>/runs/done where it has
-none (a fresh clone), so a report that is in git can be extended without training its runs again.
+A finished training is saved as <out>/runs/done/<key>.json with a hash of what decides its result
+(resolved params, seed, fraction, grains); a later `cotpd bench` with the same --out reuses it, so a grid
+too long for one sitting is built over several, and --variants/--groups choose what trains this time
+(--fresh retrains). The records behind a committed <out>/results.json are taken back into runs/done
+where it has none (a fresh clone), so a committed report can be extended without training its runs again.
 """
 from __future__ import annotations
 
@@ -33,10 +32,11 @@ from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..model.encoder import build_tiny_encoder
 from ..params import Layout, apply_set, as_params, dataset_params, params_hash, read_params, resolve_dataset
 from ..pipeline import run_stage
-from ..training.loop import train_and_evaluate
+from ..training.loop import prepare_training
+from ..training.registry import register_champions
 from ..training.tracking import training_run
 from .args import BenchArgs, bench_args, build_parser
-from . import efficiency
+from . import cross, efficiency, progress
 from .claims import take_claim
 from .report import GridResult, commit_label, write_report
 from .spec import MODES, RunSpec, plan_grid
@@ -199,11 +199,11 @@ class Bench:
         data_root = self.data_root_for(spec)
         model_dir = self.work / "models" / spec.key
         tags = {"bench": self.args.mode, "bench_group": spec.group, "bench_label": spec.label or None}
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # a half-done training of an earlier invocation resumes (its MLflow run too)
+        job = prepare_training(spec.dataset, spec.variant, params, data_root, spec.seed, model_dir, self.args.fresh)
         with training_run(self.root, spec.dataset, spec.variant, dp, tags=tags, seed=spec.seed,
-                          run_name=spec.key, data_root=data_root) as tr:
-            res = train_and_evaluate(spec.dataset, spec.variant, params, data_root, spec.seed,
-                                     on_epoch_end=tr.log_epoch, model_dir=model_dir, progress=False)
+                          run_name=spec.key, data_root=data_root, resume_run_id=job.resume_run_id) as tr:
+            res = job.run(on_epoch_end=tr.log_epoch, progress=False, run_id=tr.run_id)
             tr.log_result(res)
             if self.args.log_models:
                 tr.log_student_model(res.model_dir, dp.task)
@@ -217,17 +217,13 @@ class Bench:
                 "test_f1": test.get("f1"), "test_precision": test.get("precision"), "test_recall": test.get("recall"),
                 "dev_f1": res.best_dev.get("f1"), "per_type": test.get("per_type") or test.get("per_relation") or {},
                 "view": test.get("view"), "train_tokens_per_s": res.train_tokens_per_s, "n_train": res.n_train,
-                "best_epoch": res.best_epoch, "seconds": round(time.perf_counter() - t0, 1),
-                "model_dir": str(model_dir) if model_dir.exists() else None,
-                "mlflow_run_id": tr.run_id, "mlflow_url": tr.url, "config_hash": chash,
+                "best_epoch": res.best_epoch, "resumed_from_epoch": res.resumed_from_epoch,
+                "seconds": round(time.perf_counter() - t0, 1), "model_dir": str(model_dir) if model_dir.exists() else None,
+                "mlflow_run_id": tr.run_id, "mlflow_url": tr.url, "mlflow_model_id": tr.model_id, "config_hash": chash,
                 "git_commit": self.commit, "hardware": machine_label(), "overrides": self.args.overrides}
 
     def estimate(self, spec: RunSpec) -> float:
-        """Expected seconds of a training from the main-grid runs of the same dataset and variant
-        (evaluation on the full dev/test sets does not shrink with the training fraction)."""
-        past = [r["seconds"] for r in self.result.records
-                if (r["dataset"], r["variant"], r["group"]) == (spec.dataset, spec.variant, "main")]
-        return (sum(past) / len(past)) * max(spec.fraction, 0.4) if past else 0.0
+        return progress.estimate(self.result.records, spec)
 
     def measure_speed(self) -> dict:
         return measure_speed(self.mode.speed, self.root, self.work, self.params, self.datasets[0], self.result.records)
@@ -262,10 +258,15 @@ class Bench:
                 rec = self.run_one(spec)
                 write_json(self.done_dir / f"{spec.key}.json", rec)  # atomic: a killed run leaves no half record
                 res.records.append(rec)
+                left = [s for s in specs[i + 1:] if self.selected(s) and not (self.done_dir / f"{s.key}.json").exists()]
+                log.info(progress.finished_line(spec.key, rec, len(res.records) - len(res.reused),
+                                                [self.estimate(s) for s in left], time.perf_counter() - self.t0))
             finally:
                 claim.unlink(missing_ok=True)
+        res.records += cross.run(self)  # scores the main-grid models kept above: after every training
         if not speed_done and self.args.speed:
             res.speed = self.measure_speed()
+        res.champions = register_champions(self.root, as_params(self.params).file.tracking, res.records)
         res.wall_s = time.perf_counter() - self.t0
         res.commit = commit_label(self.root, self.out)  # the code as the report is written
         report = write_report(res, argv)
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     res = bench.result
     print(json.dumps({"report": str(report), "trainings": len(res.records), "reused": len(res.reused),
                       "not_selected": len(res.not_selected), "elsewhere": len(res.elsewhere),
-                      "skipped": len(res.skipped), "wall_s": round(res.wall_s, 1)}, indent=2))
+                      "skipped": len(res.skipped), "wall_s": round(res.wall_s, 1), "champions": res.champions}, indent=2))
     return 0
 
 

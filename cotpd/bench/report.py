@@ -14,6 +14,7 @@ from ..io import atomic_write, write_json
 from ..pipeline import VARIANTS
 from ..training.tracking import git_commit
 from .args import BenchArgs
+from .cross import cross_lines
 from .spec import Mode
 from .speed import hardware, speed_lines
 
@@ -39,6 +40,7 @@ class GridResult:
     grains: dict[str, list[str]] = field(default_factory=dict)  # CoT grains in each knowledge.jsonl
     speed: dict | None = None
     wall_s: float = 0.0
+    champions: dict[str, str] = field(default_factory=dict)  # dataset -> models:/cotpd-<ds>@champion
 
 
 # published test scores (entity-level / micro F1), XLM-R-large-style students on GPU, full data
@@ -165,7 +167,7 @@ def write_report(res: GridResult, argv: list[str]) -> Path:
         L += [f"| {bench_name} | {name} | {f1:.2f} |" for name, f1 in anchors]
     for ds in res.datasets:
         L += [f"| {ds} | {name} (shared/data/README.md) | {f1:.1f} |" for name, f1 in LOCAL_REFERENCE.get(ds, [])]
-    L += _fractions(res) + _ablations(recs) + _per_type(res) + speed_lines(res.speed)
+    L += _fractions(res) + _ablations(recs) + cross_lines(res) + _per_type(res) + speed_lines(res.speed)
     not_selected, elsewhere = res.not_selected, res.elsewhere
     if res.notes or res.skipped or not_selected or elsewhere:
         L += ["", "## Notes and skipped runs", ""] + [f"- {n}" for n in res.notes] \

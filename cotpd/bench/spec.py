@@ -11,7 +11,7 @@ from ..params import Layout
 from ..pipeline import VARIANTS
 
 ModeName = Literal["smoke", "quick", "full"]
-Group = Literal["main", "fraction", "ablation"]
+Group = Literal["main", "fraction", "ablation", "cross"]
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
 
@@ -81,6 +81,7 @@ class RunSpec:
     train: dict = field(default_factory=dict)     # extra train.* overrides
     knowledge_grains: list[str] | None = None     # keep only these grains in knowledge.jsonl
     fraction: float = 1.0
+    test_on: str | None = None     # group "cross": the dataset the main-grid model of `dataset` is scored on
 
     @property
     def key(self) -> str:
@@ -110,6 +111,14 @@ def plan_grid(mode: Mode, datasets: list[str], seeds: list[int], work: Path) -> 
     for ds in datasets:
         plan.specs += _ablations(plan, Layout(work, ds), ds, seeds[0])
     return plan
+
+
+def cross_specs(datasets: list[str], tasks: dict[str, str], seed: int) -> list[RunSpec]:
+    """Cross-dataset transfer: every ordered pair (A, B) of NER datasets, the first seed's main-grid
+    baseline and CoTPD of A scored on B's test split (evaluations, no training: cotpd.bench.cross)."""
+    ner = [ds for ds in datasets if tasks.get(ds) == "ner"]
+    return [RunSpec(a, v, seed, "cross", f"on {b}", test_on=b)
+            for a in ner for b in ner if a != b for v in ("baseline", "cotpd")]
 
 
 def _ablations(plan: Plan, lay: Layout, ds: str, seed: int) -> list[RunSpec]:

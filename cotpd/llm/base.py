@@ -30,8 +30,13 @@ class ChatRequest:
 
     @property
     def key(self) -> str:
-        blob = json.dumps(self.canonical(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        return key_of(self.canonical())
+
+
+def key_of(canonical: dict) -> str:
+    """The ledger key of a canonical request (ChatRequest.canonical(), or one read back from a ledger)."""
+    blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 @dataclass

@@ -16,10 +16,18 @@ and sample key; request headers and the API key are never written):
 
 Reading rules:
 - a line that is not valid JSON (a kill mid-write leaves at most one, at the end) is skipped with a
-  warning; the next append first writes a newline so it starts on a fresh line;
+  warning and counted (`skipped_lines`): its answer is simply missing, so it is asked again; the
+  next append first writes a newline so it starts on a fresh line;
+- a line whose stored key is not the hash of its stored request holds another request's answer (a
+  hand edit, a bad merge of two ledgers): serving it would answer the wrong question, so loading
+  stops with a DataError naming the file and line;
 - duplicate keys: the first line wins (a racing second writer must not change an answer a stage
   has already used), EXCEPT lines written in `refresh` mode (`"refresh": true`), which replace the
   earlier answer: refreshing is an explicit request for a new one, so later replays see the newest.
+
+`compact` rewrites the file (`cotpd ledger gc`): under the same lock, to a temporary file renamed
+over it, after a backup copy. A writer that opened the old file notices the rename (another inode
+under the path) once it holds the lock and reopens, so no answer is appended to the replaced file.
 """
 from __future__ import annotations
 
@@ -29,11 +37,14 @@ import gc
 import json
 import logging
 import os
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import DataError
-from .base import ChatRequest, ChatResponse
+from ..io import atomic_write
+from .base import ChatRequest, ChatResponse, key_of
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +72,7 @@ class Ledger:
         self._unsynced = False
         self.entries: dict[str, dict] = {}
         self.skipped_lines = 0  # undecodable lines seen on load
+        self.lines = 0  # non-blank lines read (more than len(self): duplicates, superseded, skipped)
         self._fd: int | None = None
         self._load()
 
@@ -77,6 +89,7 @@ class Ledger:
         for lineno, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
+            self.lines += 1
             try:
                 row = loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
@@ -87,6 +100,13 @@ class Ledger:
             if not isinstance(row, dict) or "key" not in row or not isinstance(row.get("response"), dict):
                 raise DataError(self.path, lineno, "ledger line lacks 'key' or 'response'")
             key = row["key"]
+            request = row.get("request")
+            # rows written by this class always hold their request; one that does must hash to its key
+            if isinstance(request, dict) and key_of(request) != key:
+                raise DataError(self.path, lineno, f"stored key {str(key)[:16]}... is not the hash of the stored "
+                                f"request (sample_key={request.get('sample_key')!r}, prompt_version="
+                                f"{request.get('prompt_version')!r}): the line holds another request's answer "
+                                "(hand-edited, or merged from another ledger?); fix or delete that line")
             if key not in entries or row.get("refresh"):
                 entries[key] = row
 
@@ -128,9 +148,8 @@ class Ledger:
         """Append rows in one write: used for single responses and bulk imports."""
         if not rows:
             return
-        blob = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()
-        fd = self._open()
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        blob = _encode(rows)
+        fd = self._lock()
         try:
             # a kill mid-write may have left a partial last line: start ours on a fresh line
             size = os.fstat(fd).st_size
@@ -148,6 +167,44 @@ class Ledger:
             if r["key"] not in self.entries or r.get("refresh"):
                 self.entries[r["key"]] = r
 
+    def _lock(self) -> int:
+        """The open file descriptor, exclusively locked, of the file now at `path` (see `compact`)."""
+        while True:
+            fd = self._open()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                return fd
+            fcntl.flock(fd, fcntl.LOCK_UN)  # compacted (renamed over) since we opened it: reopen
+            os.close(fd)
+            self._fd = None
+
+    def compact(self, keep: Callable[[dict], bool], backup: str | Path) -> tuple[int, int]:
+        """Rewrite the ledger with only the answers in use whose row `keep(row)` accepts: one line
+        per key (duplicates, superseded and undecodable lines go too), in first-seen order. The old
+        file is copied to `backup` first; nothing is written (nor backed up) when nothing would
+        change. Returns (rows kept, lines dropped)."""
+        fd = self._lock()
+        try:
+            self.entries, self.skipped_lines, self.lines = {}, 0, 0
+            self._load()  # re-read under the lock: what another process appended meanwhile counts
+            kept = [row for row in self.entries.values() if keep(row)]
+            dropped = self.lines - len(kept)
+            if dropped:
+                shutil.copy2(self.path, backup)
+                with atomic_write(self.path, "wb") as fh:
+                    fh.write(_encode(kept))
+                self.entries = {row["key"]: row for row in kept}
+                self.lines, self.skipped_lines = len(kept), 0
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            self._fd = None
+        return len(kept), dropped
+
     def flush(self) -> None:
         """fsync what was appended (survives a power cut, not only a killed process)."""
         if self._fd is not None and self._unsynced:
@@ -163,3 +220,7 @@ class Ledger:
 
     def __del__(self):
         self.close()
+
+
+def _encode(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()

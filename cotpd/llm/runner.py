@@ -11,6 +11,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import sys
+import threading
 import time
 from typing import Callable
 
@@ -24,6 +26,7 @@ from .ledger import Ledger, gc_paused
 
 log = logging.getLogger(__name__)
 MODES = ("replay", "record", "refresh")
+LOG_EVERY_S = 30.0  # how often a log (not a terminal) hears about LLM requests in flight
 STAT_KEYS = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "cost_usd", "errors", "retries")
 
 
@@ -150,10 +153,37 @@ class _NoBar:
     def close(self): pass
 
 
+class _LogProgress:
+    """Progress where stderr is a log file or CI: a line every `every_s` seconds, never one per
+    request (backends call `update` from their worker threads)."""
+
+    def __init__(self, total: int, desc: str, every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic):
+        self.total, self.desc, self.every_s, self.clock = total, desc, every_s, clock
+        self.n, self.t0 = 0, clock()
+        self.last = self.t0
+        self._lock = threading.Lock()
+
+    def update(self, n: int) -> None:
+        with self._lock:
+            self.n += n
+            now = self.clock()
+            if now - self.last < self.every_s or self.n >= self.total:  # the end has its own line
+                return
+            self.last, rate = now, self.n / max(now - self.t0, 1e-9)
+            log.info("%s: %d/%d requests (%.0f%%), %.1f req/s, about %.0f s left", self.desc, self.n, self.total,
+                     100 * self.n / self.total, rate, (self.total - self.n) / rate)
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(total: int, desc: str, enabled: bool):
+    """A tqdm bar in a terminal; elsewhere (a log, CI) a line now and then, not bar frames."""
     if not enabled:
         return _NoBar()
-    return tqdm(total=total, desc=desc, unit="req", leave=False, mininterval=0.5)
+    if sys.stderr.isatty():
+        return tqdm(total=total, desc=desc, unit="req", leave=False, mininterval=0.5)
+    return _LogProgress(total, desc)
 
 
 def as_llm_cfg(llm: LLMCfg | dict) -> LLMCfg:

@@ -22,13 +22,14 @@ from typing import Iterable, Sequence
 
 import torch
 
-from ..args import common, setup_logging
+from ..args import common, params_of, root_of, setup_logging
 from ..errors import CotpdError, DataError
 from ..io import read_text_lines
 from ..model.data import collate
 from ..model.infer import entities, featurizer_for, predict, to_device
 from ..model.student import load_student
 from ..records import NerSample, ReSample, Span
+from .registry import is_model_uri, student_folder, tracking_uri
 
 TOKEN = re.compile(r"\S+")
 
@@ -141,10 +142,22 @@ def _table(rows: list, outputs: list, task: str) -> Iterable[str]:
             yield f"{text}\n  {head} -> {tail}: {out['relation']} ({out['score']:.3f})"
 
 
+def _predictor(args: argparse.Namespace) -> Predictor:
+    """The student of a folder, or of an MLflow model URI (downloaded, loaded, the copy removed)."""
+    if not is_model_uri(args.model):
+        return Predictor(Path(args.model), batch_size=args.batch_size)
+    root = root_of(args)
+    with student_folder(args.model, tracking_uri(root, params_of(args).file.tracking.uri)) as folder:
+        pred = Predictor(folder, batch_size=args.batch_size)
+    pred.model_dir = args.model  # messages name the URI, not the removed download
+    return pred
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cotpd predict", description=__doc__.split("\n\n")[0],
-                                parents=[common(params=False)])
-    p.add_argument("--model", required=True, type=Path, help="trained student folder (outputs/<ds>/models/<variant>)")
+    p = argparse.ArgumentParser(prog="cotpd predict", description=__doc__.split("\n\n")[0], parents=[common()])
+    p.add_argument("--model", required=True, help="trained student folder (outputs/<ds>/models/<variant>) or an MLflow "
+                   "model URI: models:/cotpd-<ds>@champion, models:/<name>/<version>, runs:/<run_id>/model "
+                   "(store: tracking.uri of params.yaml under --root)")
     p.add_argument("text", nargs="*", help="sentences (whitespace-tokenized raw text)")
     p.add_argument("--file", type=Path, help="JSONL with text (and head, tail for RE) or plain text lines")
     p.add_argument("--head", help="RE: head entity string (with TEXT)")
@@ -156,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.text) == bool(args.file):
         p.error("give either TEXT ... or --file F")
     try:
-        pred = Predictor(args.model, batch_size=args.batch_size)
+        pred = _predictor(args)
         rows = _read_rows(args.file, pred.task) if args.file else [(t, args.head, args.tail) for t in args.text]
         if pred.task == "ner":
             outputs = pred.ner([r[0] for r in rows])

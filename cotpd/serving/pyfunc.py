@@ -31,6 +31,7 @@ from .predict import Predictor
 
 log = logging.getLogger(__name__)
 
+MODEL_NAME = "model"  # the name of the logged model: runs:/<run_id>/model
 # the packages the model needs at load time (pinned to what trained it)
 REQUIREMENTS = ("mlflow", "torch", "transformers", "pytorch-crf", "pandas", "pyyaml", "tokenizers")
 
@@ -79,8 +80,9 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"relation": [o["relation"] for o in out], "score": [o["score"] for o in out]})
 
 
-def log_pyfunc(model_dir: Path, task: str, name: str = "model") -> str:
-    """Log `model_dir` as a pyfunc model in the active run; returns the runs:/ URI."""
+def log_pyfunc(model_dir: Path, task: str, name: str = MODEL_NAME):
+    """Log `model_dir` as a pyfunc model in the active run (a LoggedModel, MLflow 3); returns its
+    ModelInfo (`model_id`; the run-relative URI is runs:/<run_id>/<name>)."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"{model_dir}: not a trained student (no config.json)")
@@ -100,7 +102,5 @@ def log_pyfunc(model_dir: Path, task: str, name: str = "model") -> str:
                 pip_requirements=pip_requirements(),
                 signature=signature(task),
             )
-    run = mlflow.active_run()
-    uri = f"runs:/{run.info.run_id}/{name}" if run else info.model_uri
-    log.info("logged pyfunc model %s", uri)
-    return uri
+    log.info("logged pyfunc model %s (%s)", info.model_id, info.model_uri)
+    return info

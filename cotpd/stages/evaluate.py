@@ -6,7 +6,9 @@ confusion matrix) for `dvc plots`. The cotpd student is scored on its prompt vie
 eval.view=knowledge its knowledge view is scored as well (key "knowledge_view").
 
 Cross-dataset: `cross_from=<other dataset>` scores the models trained on that dataset on this one's
-test split, gold types renamed through this dataset's `type_map` (metrics/cross_<other>_<variant>.json).
+test split, gold types renamed into the model's through both datasets' `type_map` and types no map
+covers counted as misses (cotpd.training.cross; metrics/cross_<other>_<variant>.json). Any one model
+(a folder or an MLflow runs:/ URI) on any split: `cotpd evaluate --model`, cotpd.training.cross.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from ..errors import ConfigError
 from ..io import write_json
 from ..model.student import load_student
 from ..params import Layout, Params, dataset_params
-from ..training import evaluate as M
+from ..training import cross, evaluate as M
 from ..training.corpus import load_split
 from ..training.loop import resolve_device
 
@@ -43,7 +45,6 @@ def run(dataset: str, root: Path, params: Params | dict, variants: list[str] | N
     test = load_split(dataset, root, params, "test")
     summary, missing, per_variant = {}, [], {}
     source = Layout(root, cross_from) if cross_from else layout
-    type_map = dp.dataset.type_map
     for v in variants:
         mdir, name = source.model_dir(v), f"cross_{cross_from}_{v}" if cross_from else v
         if not (mdir / "config.json").exists():
@@ -52,7 +53,7 @@ def run(dataset: str, root: Path, params: Params | dict, variants: list[str] | N
             continue
         model = load_student(mdir, device)
         if cross_from:
-            m = M.cross_evaluate(model, test, type_map, "prompt")
+            m = cross.score(model, str(mdir), dataset, root, params, "test", unmapped="miss")
         else:
             m = M.evaluate(model, test, "prompt", bf16=bf16)
         if dp.eval.view == "knowledge" and model.variant == "cotpd":

@@ -115,20 +115,28 @@ def evaluate(model, samples: Sequence, view: str = "prompt", batch_size: int = 6
     return out
 
 
-def cross_evaluate(model, samples: Sequence, type_map: dict[str, str] | None = None, view: str = "prompt",
-                   batch_size: int = 64) -> dict:
-    """A model trained on one dataset scored on another's samples: gold types renamed through
-    `type_map`; gold entities of types the model cannot predict stay (as misses) and are counted
-    under "unknown_gold_types". RE: gold relations outside the model's labels are counted the same way."""
+def remap(samples: Sequence, type_map: dict[str, str] | None, task: str,
+          labels: Sequence[str]) -> tuple[list, dict[str, int]]:
+    """Copies of `samples` with gold types (NER) or relations (RE) renamed through `type_map`, and
+    the count of gold entities / instances whose type is outside the model's `labels` (misses)."""
     samples = [copy.copy(s) for s in samples]
-    if model.task == "ner":
-        mapped, unknown = map_types([s.labels for s in samples], type_map, iob2_types(model.labels))
+    if task == "ner":
+        mapped, unknown = map_types([s.labels for s in samples], type_map, iob2_types(labels))
         for s, m in zip(samples, mapped):
             s.labels = m
     else:
         for s in samples:
             s.relation = (type_map or {}).get(s.relation, s.relation)
-        unknown = dict(Counter(s.relation for s in samples if s.relation not in model.labels))
+        unknown = dict(Counter(s.relation for s in samples if s.relation not in labels))
+    return samples, unknown
+
+
+def cross_evaluate(model, samples: Sequence, type_map: dict[str, str] | None = None, view: str = "prompt",
+                   batch_size: int = 64) -> dict:
+    """A model trained on one dataset scored on another's samples: gold types renamed through
+    `type_map`; gold entities of types the model cannot predict stay (as misses) and are counted
+    under "unknown_gold_types". RE: gold relations outside the model's labels are counted the same way."""
+    samples, unknown = remap(samples, type_map, model.task, model.labels)
     out = evaluate(model, samples, view, batch_size)
     out.update(unknown_gold_types=unknown, type_map=dict(type_map or {}))
     return out

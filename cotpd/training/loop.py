@@ -12,28 +12,30 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..args import common, params_of, root_of, setup_logging
 from ..config import TrainCfg
-from ..errors import ConfigError
+from ..errors import CotpdError
 from ..model.data import bucket_batches, collate
 from ..model.infer import autocast, featurizer_for, to_device
 from ..model.student import VARIANTS, Student, build_student, load_student
 from ..params import Layout, Params
 from ..records import Sample
-from .corpus import load_corpus
+from . import checkpoint
+from .checkpoint import Progress, Resume
+from .corpus import Corpus, load_corpus
 from .evaluate import evaluate
+from .bare import bare_loop_throughput  # noqa: F401 (re-exported: its callers know it from here)
+from .runtime import StopVote, dist_env, make_optimizer, resolve_device, set_seed
+from .signals import Interrupted, stop_on_sigterm
 
 log = logging.getLogger(__name__)
 
@@ -51,65 +53,25 @@ class TrainResult:
     n_train: int = 0
     world_size: int = 1
     data: dict = field(default_factory=dict)  # corpus counts (augmented, with knowledge, ...)
+    resumed_from_epoch: int | None = None  # epochs a resume checkpoint had completed; None: from scratch
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-    np.random.seed(seed % 2**32)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """train.device: auto (CUDA when this torch sees a GPU, else CPU) | cuda (this process's local
-    rank under torchrun) | cuda:N | cpu."""
-    name = str(name)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
-        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    if not torch.cuda.is_available():  # else torch's own error comes late, from deep inside .to()
-        raise ConfigError(f"train.device is {name}, but this torch {torch.__version__} sees no CUDA device "
-                          "(a CPU build, or no driver): use device auto or cpu")
-    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
-
-
-def dist_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from the torchrun environment; (0, 1, 0) otherwise."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
-def make_optimizer(model: Student, cfg: TrainCfg, total_steps: int):
-    """AdamW: train.lr for the encoder (and word-shape embedding), train.head_lr for prompt generator,
-    head and CRF; linear warm-up over train.warmup_ratio of the steps, then linear decay to 0."""
-    from transformers import get_linear_schedule_with_warmup  # lazy: transformers takes seconds to import
-
-    groups: dict[tuple, list] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            # the word-shape embedding is part of the encoder's input: it learns at the encoder's pace
-            lr = cfg.lr if name.startswith(("encoder.", "case_embed.")) else cfg.head_lr
-            wd = 0.0 if p.ndim < 2 else cfg.weight_decay  # no decay on biases / LayerNorm
-            groups.setdefault((lr, wd), []).append(p)
-    opt = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
-                            fused=True)  # one kernel per group: the default loop took 20% of a CPU step
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total_steps), max(1, total_steps))
-    return opt, sched
-
-
 def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, task: str, labels: list[str],
           variant: str, cfg: TrainCfg, model_dir: str | Path, test_samples: Sequence[Sample] | None = None,
           seed: int = 13, eval_view: str = "prompt", on_epoch_end: Callable[[int, dict], None] | None = None,
-          progress: bool | None = None, save_params: dict | None = None, test_knowledge_view: bool = False) -> TrainResult:
+          progress: bool | None = None, save_params: dict | None = None, test_knowledge_view: bool = False,
+          resume: Resume | None = None, run_id: str | None = None) -> TrainResult:
     """Train one variant; keep the best dev-F1 checkpoint in `model_dir`; score it on test if given.
 
     Dev selection and test use `eval_view` (prompt: text only, as deployed). With
     `test_knowledge_view` a cotpd student's knowledge view is also scored (test["knowledge_view"]).
-    `save_params` goes into the checkpoint's config.json as "params" (default: `cfg`)."""
+    `save_params` goes into the checkpoint's config.json as "params" (default: `cfg`).
+    A resume checkpoint (cotpd.training.checkpoint) is written beside `model_dir` after every epoch,
+    with `run_id` (the MLflow run to continue); `resume` (from `prepare_training`) continues one.
+    SIGTERM stops at the next step boundary, saves it and raises Interrupted (exit code 143)."""
     t_start = time.perf_counter()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -123,6 +85,10 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
     if save_params is None:
         save_params = cfg.model_dump(mode="json", by_alias=True)
     show = (rank == 0 and (sys.stderr.isatty() if progress is None else progress))
+    ident = checkpoint.identity(train_samples, valid_samples, variant=variant, cfg=cfg, seed=seed,
+                                params=save_params, world=world)
+    if resume is not None and resume.state["identity"] != ident:  # prepare_training checked this very training
+        raise checkpoint.CheckpointError(resume.path, "was found for another training than this one")
     set_seed(seed)
     model = build_student(task, labels, variant, cfg).to(device)
     views = model.train_views
@@ -133,61 +99,66 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
     epochs = cfg.epochs
     steps_per_epoch = len(bucket_batches(lengths, bs, seed=seed, rank=rank, world=world))
     opt, sched = make_optimizer(model, cfg, steps_per_epoch * epochs)
+    prog = resume.restore(model, opt, sched, device, rank) if resume is not None else Progress()
+    ckpt = checkpoint.resume_path(model_dir)
     log.info("%s: rank %d of %d on %s, %d samples, %d steps per epoch", variant, rank, world, device,
              len(feats), steps_per_epoch)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    best_f1, best_epoch, best_dev, bad, history = -1.0, -1, {}, 0, []
-    train_time, tokens_seen = 0.0, 0
-    for epoch in range(epochs):
-        net.train()
-        batches = bucket_batches(lengths, bs, seed=seed, epoch=epoch, rank=rank, world=world)
-        bar = tqdm(batches, desc=f"{variant} epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
-        t_ep, ep_tokens, loss_sum, n_steps = time.perf_counter(), 0, torch.zeros((), device=device), 0
-        for idx in bar:
-            cpu_batch = collate([feats[i] for i in idx], views, pad)
-            ep_tokens += int(sum(cpu_batch[v]["attention_mask"].sum() for v in views))
-            batch = to_device(cpu_batch, device)
-            with autocast(device, bf16):
-                out = net(batch)
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            loss_sum, n_steps = loss_sum + out["loss"].detach(), n_steps + 1  # stays on device: no sync
-            if show and (n_steps % 10 == 0 or n_steps == len(batches)):
-                bar.set_postfix(loss=f"{float(loss_sum) / n_steps:.3f}",
-                                tok_s=f"{ep_tokens / max(1e-9, time.perf_counter() - t_ep):.0f}")
-        loss_mean = float(loss_sum) / max(1, n_steps)  # syncs the device, so the epoch time is real
-        ep_time = time.perf_counter() - t_ep
-        train_time, tokens_seen = train_time + ep_time, tokens_seen + ep_tokens
-        # rank 0 scores dev and decides; the others follow its decision
-        state = [None]
+
+    def save_checkpoint() -> None:  # collective under torchrun (RNG states of every rank); rank 0 writes
+        rngs = checkpoint.all_rng_states(device, world)
         if rank == 0:
-            t_ev = time.perf_counter()
-            dev = evaluate(model, valid_samples, eval_view, bf16=bf16)
-            improved = dev["f1"] > best_f1
-            if improved:
-                best_f1, best_epoch, best_dev, bad = dev["f1"], epoch, dev, 0
-                model.save(model_dir, save_params, {"best_epoch": epoch, "dev_f1": dev["f1"], "seed": seed})
-            else:
-                bad += 1
-            row = {"epoch": epoch, "loss": loss_mean, "dev_f1": dev["f1"],
-                   "dev_precision": dev["precision"], "dev_recall": dev["recall"],
-                   "tokens_per_s": ep_tokens * world / max(1e-9, ep_time), "epoch_s": ep_time,
-                   "eval_s": time.perf_counter() - t_ev, "lr": sched.get_last_lr()[0], "improved": improved}
-            history.append(row)
-            log.info("%s epoch %d: loss %.4f dev F1 %.4f%s", variant, epoch + 1, row["loss"], dev["f1"],
-                     " (best)" if improved else "")
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, dict(row))
-            state = [bad >= cfg.patience]
-        if world > 1:
-            torch.distributed.broadcast_object_list(state, src=0)
-        if state[0]:
-            break
+            checkpoint.save(ckpt, model, opt, sched, prog, ident, rngs, run_id)
+
+    vote = StopVote(world)
+    with stop_on_sigterm() as stop:
+        while prog.epoch < epochs and prog.bad < cfg.patience:
+            epoch = prog.epoch
+            net.train()
+            batches = bucket_batches(lengths, bs, seed=seed, epoch=epoch, rank=rank, world=world)
+            bar = tqdm(batches[prog.step:], desc=f"{variant} epoch {epoch + 1}/{epochs}", disable=not show,
+                       leave=False, initial=prog.step, total=len(batches))
+            t_ep, loss_sum = time.perf_counter() - prog.ep_time, torch.as_tensor(prog.loss_sum, device=device)
+            for idx in bar:
+                if vote(bool(stop)):  # a step boundary: the state is whole, save it and go
+                    prog.loss_sum, prog.ep_time = loss_sum, time.perf_counter() - t_ep
+                    save_checkpoint()
+                    log.warning("stopped by signal at epoch %d step %d: resume checkpoint %s", epoch + 1,
+                                prog.step, ckpt)
+                    raise Interrupted(stop.signum or 15, ckpt)
+                cpu_batch = collate([feats[i] for i in idx], views, pad)
+                prog.ep_tokens += int(sum(cpu_batch[v]["attention_mask"].sum() for v in views))
+                batch = to_device(cpu_batch, device)
+                with autocast(device, bf16):
+                    out = net(batch)
+                out["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                loss_sum, prog.step = loss_sum + out["loss"].detach(), prog.step + 1  # stays on device: no sync
+                if show and (prog.step % 10 == 0 or prog.step == len(batches)):
+                    bar.set_postfix(loss=f"{float(loss_sum) / prog.step:.3f}",
+                                    tok_s=f"{prog.ep_tokens / max(1e-9, time.perf_counter() - t_ep):.0f}")
+            loss_mean = float(loss_sum) / max(1, prog.step)  # syncs the device, so the epoch time is real
+            ep_time = time.perf_counter() - t_ep
+            prog.train_time, prog.tokens_seen = prog.train_time + ep_time, prog.tokens_seen + prog.ep_tokens
+            # rank 0 scores dev and decides; the others follow its decision
+            state = [prog.bad]
+            if rank == 0:
+                row = {"epoch": epoch, "loss": loss_mean, "tokens_per_s": prog.ep_tokens * world / max(1e-9, ep_time),
+                       "epoch_s": ep_time, "lr": sched.get_last_lr()[0]}
+                end_epoch(model, valid_samples, eval_view, bf16, prog, model_dir, save_params, seed, row)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, dict(prog.history[-1]))
+                state = [prog.bad]
+            if world > 1:
+                torch.distributed.broadcast_object_list(state, src=0)
+            prog.bad = state[0]
+            prog.next_epoch()
+            save_checkpoint()
     test = None
     if rank == 0 and test_samples is not None:
         t_te = time.perf_counter()
@@ -199,52 +170,81 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    timings.update(train_s=train_time, total_s=time.perf_counter() - t_start)
-    return TrainResult(variant, str(model_dir), best_epoch, best_dev, test, history,
-                       tokens_seen * world / max(1e-9, train_time), timings, len(train_samples), world)
+    if rank == 0:
+        checkpoint.remove(model_dir)
+    timings.update(train_s=prog.train_time, total_s=time.perf_counter() - t_start)
+    return TrainResult(variant, str(model_dir), prog.best_epoch, prog.best_dev, test, prog.history,
+                       prog.tokens_seen * world / max(1e-9, prog.train_time), timings, len(train_samples), world,
+                       resumed_from_epoch=resume.epoch if resume is not None else None)
 
 
-def train_and_evaluate(dataset: str, variant: str, params: Params | dict, root: str | Path, seed: int | None = None,
-                       on_epoch_end: Callable[[int, dict], None] | None = None, model_dir: str | Path | None = None,
-                       evaluate_test: bool = True, progress: bool | None = None) -> TrainResult:
-    """Load `dataset` (prepared under root/outputs), train `variant`, score the best checkpoint on test."""
+def end_epoch(model: Student, valid_samples: Sequence[Sample], eval_view: str, bf16: bool, prog: Progress,
+              model_dir: Path, save_params: dict, seed: int, row: dict) -> None:
+    """Rank 0 at the end of an epoch: score dev, keep the model if it improved, add the history row."""
+    t_ev, epoch = time.perf_counter(), prog.epoch
+    dev = evaluate(model, valid_samples, eval_view, bf16=bf16)
+    improved = dev["f1"] > prog.best_f1
+    if improved:
+        prog.best_f1, prog.best_epoch, prog.best_dev, prog.bad = dev["f1"], epoch, dev, 0
+        model.save(model_dir, save_params, {"best_epoch": epoch, "dev_f1": dev["f1"], "seed": seed})
+    else:
+        prog.bad += 1
+    row.update(dev_f1=dev["f1"], dev_precision=dev["precision"], dev_recall=dev["recall"],
+               eval_s=time.perf_counter() - t_ev, improved=improved)
+    prog.history.append(row)
+    log.info("%s epoch %d: loss %.4f dev F1 %.4f%s", model.variant, epoch + 1, row["loss"], dev["f1"],
+             " (best)" if improved else "")
+
+
+@dataclass
+class TrainingJob:
+    """A training about to run: its corpus loaded and its resume checkpoint (if any) read, so that the
+    caller can continue the MLflow run the checkpoint names before the training starts."""
+
+    dataset: str
+    variant: str
+    corpus: Corpus
+    seed: int
+    model_dir: Path
+    save_params: dict
+    resume: Resume | None
+
+    @property
+    def resume_run_id(self) -> str | None:
+        return self.resume.run_id if self.resume is not None else None
+
+    def run(self, on_epoch_end: Callable[[int, dict], None] | None = None, evaluate_test: bool = True,
+            progress: bool | None = None, run_id: str | None = None) -> TrainResult:
+        c, dp = self.corpus, self.corpus.dparams
+        result = train(c.train, c.valid, task=c.task, labels=c.labels, variant=self.variant, cfg=dp.train,
+                       model_dir=self.model_dir, test_samples=c.test if evaluate_test else None, seed=self.seed,
+                       on_epoch_end=on_epoch_end, progress=progress, save_params=self.save_params,
+                       test_knowledge_view=dp.eval.view == "knowledge", resume=self.resume, run_id=run_id)
+        result.data = dict(c.stats)
+        return result
+
+
+def prepare_training(dataset: str, variant: str, params: Params | dict, root: str | Path, seed: int | None = None,
+                     model_dir: str | Path | None = None, fresh: bool = False) -> TrainingJob:
+    """Load `dataset` (prepared under root/outputs) and find the checkpoint to resume from (none with
+    `fresh`, or when it was written with other params or data)."""
     root = Path(root)
     corpus = load_corpus(dataset, root, params, seed)
     dp = corpus.dparams
     seed = dp.seed if seed is None else seed
     model_dir = Path(model_dir) if model_dir else Layout(root, dataset).model_dir(variant)
     saved = {"dataset": dataset, "seed": seed, "train": dp.train.model_dump(mode="json", by_alias=True)}
-    result = train(corpus.train, corpus.valid, task=corpus.task, labels=corpus.labels, variant=variant, cfg=dp.train,
-                   model_dir=model_dir, test_samples=corpus.test if evaluate_test else None, seed=seed,
-                   on_epoch_end=on_epoch_end, progress=progress, save_params=saved,
-                   test_knowledge_view=dp.eval.view == "knowledge")
-    result.data = dict(corpus.stats)
-    return result
+    ident = checkpoint.identity(corpus.train, corpus.valid, variant=variant, cfg=dp.train, seed=seed, params=saved,
+                                world=dist_env()[1])
+    return TrainingJob(dataset, variant, corpus, seed, model_dir, saved, checkpoint.find(model_dir, ident, fresh))
 
 
-def bare_loop_throughput(model: Student, samples: Sequence[Sample], batch_size: int = 16, steps: int | None = None,
-                         lr: float = 5e-5, seed: int = 0, bf16: bool = True) -> float:
-    """Train tokens/s of a bare forward/backward/AdamW-step loop over the same bucketed batches our
-    loop uses (collated before the clock starts): the reference `train` should reach within 10%."""
-    device = next(model.parameters()).device
-    views = model.train_views
-    feats = featurizer_for(model).features(samples, views)
-    batches = bucket_batches([f["length"] for f in feats], batch_size, seed=seed)[:steps]
-    pad = model.tokenizer.pad_token_id or 0
-    cpu = [collate([feats[i] for i in b], views, pad) for b in batches]
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)  # the same optimizer kernel as `train`
-    model.train()
-    tokens, t0 = 0, time.perf_counter()
-    for cb in cpu:
-        tokens += int(sum(cb[v]["attention_mask"].sum() for v in views))
-        with autocast(device, bf16):
-            loss = model(to_device(cb, device))["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return tokens / max(1e-9, time.perf_counter() - t0)
+def train_and_evaluate(dataset: str, variant: str, params: Params | dict, root: str | Path, seed: int | None = None,
+                       on_epoch_end: Callable[[int, dict], None] | None = None, model_dir: str | Path | None = None,
+                       evaluate_test: bool = True, progress: bool | None = None, fresh: bool = False) -> TrainResult:
+    """Load `dataset`, train `variant` (resuming its checkpoint unless `fresh`), score the best on test."""
+    job = prepare_training(dataset, variant, params, root, seed, model_dir, fresh)
+    return job.run(on_epoch_end, evaluate_test, progress)
 
 
 def training_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
@@ -262,11 +262,16 @@ def main(argv: list[str] | None = None) -> int:
     p = training_parser("python -m cotpd.training", __doc__)
     p.add_argument("--model-dir", type=Path, default=None)
     p.add_argument("--no-test", action="store_true", help="skip the test-set evaluation")
+    p.add_argument("--fresh", action="store_true", help="train from scratch, ignoring a resume checkpoint")
     args = p.parse_args(argv)
     setup_logging(args)
-    root, params = root_of(args), params_of(args)
-    res = train_and_evaluate(args.dataset, args.variant, params, root, args.seed, model_dir=args.model_dir,
-                             evaluate_test=not args.no_test)
+    try:
+        root, params = root_of(args), params_of(args)
+        res = train_and_evaluate(args.dataset, args.variant, params, root, args.seed, model_dir=args.model_dir,
+                                 evaluate_test=not args.no_test, fresh=args.fresh)
+    except CotpdError as exc:
+        print(f"python -m cotpd.training: error: {exc}", file=sys.stderr)
+        return 2
     if dist_env()[0] == 0:
         print(json.dumps(res.to_dict(), indent=2, default=str))
     return 0

@@ -25,7 +25,11 @@ import mlflow
 from .. import plots
 from ..config import DatasetParams, TrackingCfg
 from ..params import Layout, params_hash
-from ..serving.pyfunc import log_pyfunc
+from ..serving.pyfunc import MODEL_NAME, log_pyfunc
+from ..serving.registry import tracking_uri  # in serving/: `cotpd predict` resolves models:/ in the same store
+from . import mlflow_log
+from .signals import Interrupted
+from .store import open_experiment
 
 log = logging.getLogger(__name__)
 
@@ -38,36 +42,17 @@ EPOCH_PREFIX = "epoch/"
 # dev_f1, train_tokens_per_s, test_f1_<type>, ...) so the MLflow UI compares runs side by side
 
 
-def tracking_uri(root: Path, uri: str) -> str:
-    """Resolve a relative sqlite path against the project root (not the working directory)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        db = (Path(root) / uri[len(prefix):]).resolve()
-        db.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + str(db)
-    return uri
-
-
 def setup(root: Path, cfg: TrackingCfg) -> str:
-    """Point MLflow at the project's store and return the experiment id (created if needed)."""
+    """Point MLflow at the project's store and return the experiment id (created if needed).
+
+    Every opening of the store goes through here: the first one in a process creates or migrates a
+    sqlite store under a file lock (cotpd.training.store), so any number of processes may start at once."""
     root = Path(root).resolve()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in logs
-    mlflow.set_tracking_uri(tracking_uri(root, cfg.uri))
-    name = cfg.experiment
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
     # explicit artifact location: otherwise MLflow would write to ./mlartifacts of the cwd
     artifacts = (root / "mlruns" / "artifacts").resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
-    try:
-        return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
-    except mlflow.exceptions.MlflowException:
-        # another process created it between our lookup and create
-        exp = mlflow.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    return open_experiment(tracking_uri(root, cfg.uri), cfg.experiment, artifacts.as_uri())
 
 
 def is_secret(key: str) -> bool:
@@ -161,6 +146,7 @@ class TrainingRun:
         self.dataset = dataset
         self.url = f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
         self.model_uri: str | None = None
+        self.model_id: str | None = None  # the student's LoggedModel, once logged
 
     def log_epoch(self, epoch: int, metrics: dict) -> None:
         """Per-epoch curves (step = epoch) under "epoch/" (a section of their own in the MLflow UI),
@@ -220,8 +206,11 @@ class TrainingRun:
             mlflow.log_artifact(str(path), artifact_path)
 
     def log_student_model(self, model_dir: str | Path, task: str) -> str:
-        """Log the trained student as a pyfunc model taking raw text (see cotpd.serving.pyfunc)."""
-        self.model_uri = log_pyfunc(Path(model_dir), task)
+        """Log the trained student as a pyfunc model taking raw text (see cotpd.serving.pyfunc): a
+        LoggedModel to which MLflow copies the run's step-0 metrics, so call it after log_result and
+        the model carries test_f1 and dev_f1 (the Models tab compares and sorts by them)."""
+        self.model_id = log_pyfunc(Path(model_dir), task, MODEL_NAME).model_id
+        self.model_uri = f"runs:/{self.run_id}/{MODEL_NAME}"
         return self.model_uri
 
 
@@ -231,6 +220,8 @@ def run_tags(root: Path, dataset: str, variant: str, seed: Any, extra: dict | No
             "orchestrator": "cli"}
     if os.environ.get("DVC_STAGE"):  # `dvc repro` names the stage it runs (dvc/stage/run.py)
         tags.update(orchestrator="dvc", dvc_stage=os.environ["DVC_STAGE"])
+    if os.environ.get("DVC_EXP_NAME"):  # `dvc exp run` names its experiment (dvc/env.py): MLflow filters on it
+        tags["dvc_exp"] = os.environ["DVC_EXP_NAME"]
     tags.update(data_hashes(data_root or root, dataset))
     for k, v in (extra or {}).items():
         if v is not None and not is_secret(str(k)):
@@ -241,12 +232,15 @@ def run_tags(root: Path, dataset: str, variant: str, seed: Any, extra: dict | No
 @contextlib.contextmanager
 def training_run(root: str | Path, dataset: str, variant: str, dp: DatasetParams, tags: dict | None = None,
                  seed: int | None = None, run_name: str | None = None,
-                 data_root: str | Path | None = None) -> Iterator[TrainingRun]:
-    """Open one MLflow run for one training; it ends FAILED if the block raises.
+                 data_root: str | Path | None = None, resume_run_id: str | None = None) -> Iterator[TrainingRun]:
+    """Open one MLflow run for one training; it ends FAILED if the block raises, KILLED if the
+    training was stopped by a signal (cotpd.training.signals.Interrupted) or Ctrl-C.
 
     `tags` are the orchestrator's (e.g. {"orchestrator": "dagster", "dagster_run_id": ...}).
     `data_root`: where the training's outputs/ and ledger/ live when not under `root` (cotpd bench
     trains in a work folder but tracks into the project's store).
+    `resume_run_id`: the run a resumed training continues (its resume checkpoint names it), so one
+    training stays one run; a new run opens if this store does not hold it (or it was deleted).
     """
     root = Path(root).resolve()
     cfg = dp.tracking
@@ -255,7 +249,18 @@ def training_run(root: str | Path, dataset: str, variant: str, dp: DatasetParams
     # sample often enough that even a short run gets a system-metrics point or two
     os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(float(cfg.system_metrics_interval_s)))
     all_tags = run_tags(root, dataset, variant, seed, tags, Path(data_root).resolve() if data_root else None)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{dataset}-{variant}-s{seed}",
+    if resume_run_id is not None:
+        try:
+            old = mlflow.MlflowClient().get_run(resume_run_id).info
+            if old.lifecycle_stage == "deleted" or old.experiment_id != experiment_id:
+                raise LookupError(f"{old.lifecycle_stage} run of experiment {old.experiment_id}")
+            log.info("continuing MLflow run %s (%s before)", resume_run_id, old.status)
+        except (mlflow.exceptions.MlflowException, LookupError) as exc:
+            log.warning("MLflow run %s of the resume checkpoint cannot be continued (%s): opening a new run",
+                        resume_run_id, str(exc).splitlines()[0][:200])
+            resume_run_id = None
+    with mlflow.start_run(run_id=resume_run_id, experiment_id=experiment_id,
+                          run_name=run_name or f"{dataset}-{variant}-s{seed}",
                           tags=all_tags, log_system_metrics=cfg.system_metrics) as run:
         params = flatten(dp.model_dump(mode="json", by_alias=True))
         params["params_hash"] = params_hash(dp)
@@ -265,8 +270,13 @@ def training_run(root: str | Path, dataset: str, variant: str, dp: DatasetParams
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             mlflow.log_params(dict(items[i:i + 100]))
         handle = TrainingRun(run.info.run_id, experiment_id, cfg.ui_url, root, dataset)
+        mlflow_log.log_splits(dataset, all_tags, Path(data_root or root).resolve())
         log.info("MLflow run %s (%s)", handle.run_id, handle.url)
-        yield handle
+        try:
+            yield handle
+        except (Interrupted, KeyboardInterrupt):
+            mlflow.end_run("KILLED")  # stopped, not broken: a rerun resumes it (start_run's exit sees no run left)
+            raise
 
 
 def fetch_run(root: Path, cfg: TrackingCfg, run_id: str):

@@ -52,9 +52,12 @@ def dataset_keys(params: Params | None = None) -> list[str]:
     return (params or _params()).datasets
 
 
-DATASETS = StaticPartitionsDefinition(dataset_keys())
+# params.yaml as the definitions load it, read and validated once: the partitions, the model assets
+# and the pools below are built from it
+PARAMS = _params()
+DATASETS = StaticPartitionsDefinition(dataset_keys(PARAMS))
 # one model asset per params.yaml train.variants entry, as dvc.yaml has one train stage per variant
-VARIANTS = list(_params().file.train.variants)
+VARIANTS = list(PARAMS.file.train.variants)
 
 
 def variant_asset(variant: str) -> str:
@@ -155,7 +158,7 @@ def raw_dataset(context: AssetExecutionContext, project: ProjectResource) -> Mat
 
 
 @asset(**_COMMON, deps=upstream("captions"), code_version=code_version("captions"),
-       pool=_captions_pool(_params()), op_tags=LLM_TAGS if _captions_pool(_params()) else None,
+       pool=_captions_pool(PARAMS), op_tags=LLM_TAGS if _captions_pool(PARAMS) else None,
        retry_policy=LLM_RETRY)
 def image_captions(context: AssetExecutionContext, project: ProjectResource, llm: LLMResource,
                    captioner: CaptionerResource) -> MaterializeResult:

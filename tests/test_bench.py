@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 
@@ -22,42 +21,11 @@ from cotpd.bench.report import commit_label, pm, short_commit  # noqa: E402
 from cotpd.bench.spec import RunSpec  # noqa: E402
 from cotpd.bench.speed import machine_label  # noqa: E402
 from cotpd.errors import CotpdError  # noqa: E402
-from cotpd.io import read_json, write_json, write_jsonl  # noqa: E402
-from cotpd.params import Layout, dataset_params, load_params, read_params  # noqa: E402
-from cotpd.pipeline import run_stage  # noqa: E402
-from cotpd.records import read_records  # noqa: E402
+from cotpd.io import read_json, write_json  # noqa: E402
+from cotpd.params import dataset_params, load_params  # noqa: E402
 from cotpd.training import tracking  # noqa: E402
+from bench_helpers import REPO, project  # noqa: E402,F401  (fixture)
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def project(tmp_path):
-    """A project root with params.yaml (sample roots absolute) and the committed sample ledgers; in
-    its work folder the knowledge the committed ledgers do not cover yet is written directly: two
-    grains for the NER sample (so the grain ablation has something to ablate), none for MNRE."""
-    root, out = tmp_path / "project", tmp_path / "results"
-    root.mkdir()
-    params = read_params(REPO)
-    for ds in ("sample", "sample_mnre"):
-        params["datasets"][ds]["root"] = str(REPO / params["datasets"][ds]["root"])
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    if (REPO / "ledger" / "sample").is_dir():
-        shutil.copytree(REPO / "ledger" / "sample", root / "ledger" / "sample")
-    work = out / "runs"
-    for ds in ("sample", "sample_mnre"):
-        run_stage("prepare", ds, work, params)
-    lay = Layout(work, "sample")
-    rows = [{"sample_id": s.id, "split": split, "grain": g, "text": f"{g} note about {s.tokens[0]}",
-             "source": "test"} for split in ("train", "valid", "test") for s in read_records(lay.raw(split))
-            for g in ("noun", "sentence")]
-    write_jsonl(lay.knowledge, rows)
-    mnre = Layout(work, "sample_mnre")
-    write_jsonl(mnre.knowledge, [])
-    write_jsonl(mnre.augmented, [])
-    if not (root / "ledger" / "sample" / "augment.jsonl").exists():
-        write_jsonl(lay.augmented, [])
-    return root, out
 
 
 @pytest.mark.timeout(400)
@@ -270,45 +238,3 @@ def test_committed_report_is_taken_back_into_a_fresh_work_folder(tmp_path):
     (b.done_dir / "sample-main-cotpd-s13.json").unlink()
     with pytest.raises(CotpdError, match=r"results\.json: runs\[0\] is not a bench record"):
         b.adopt_report()
-
-
-@pytest.mark.timeout(300)
-def test_bench_registers_the_best_cotpd_model_as_champion(project, capsys, caplog):
-    """With --log-models the bench registers, per dataset, the CoTPD run of highest dev F1 as
-    cotpd-<dataset>@champion; `cotpd predict --model models:/...@champion` serves it; a rerun adds
-    no version; a missing model or alias is a clear error (exit 2)."""
-    from cotpd.serving import predict
-    from cotpd.training import registry
-
-    root, out = project
-    argv = ["--smoke", "--root", str(root), "--out", str(out), "--datasets", "sample", "--seeds", "2", "--no-speed",
-            "--groups", "main", "--variants", "cotpd", "--log-models"]
-    with caplog.at_level("INFO", logger="cotpd.bench"):
-        assert bench.main(argv) == 0
-    runs = json.loads((out / "results.json").read_text(encoding="utf-8"))["runs"]
-    assert len(runs) == 2 and all(r["mlflow_model_id"] for r in runs)
-    # a line per finished training, with the ETA of the rest (from the first one's time)
-    done = [r.getMessage() for r in caplog.records if " done in " in r.getMessage()]
-    assert len(done) == 2 and re.match(r"\[1/2\] sample-main-cotpd-s13 done in .*; 1 left, ETA ", done[0]), done
-    assert "none left" in done[1]
-    best = max(runs, key=lambda r: r["dev_f1"])  # the first of equals, as the registry picks
-    tracking.setup(root, load_params(root).file.tracking)
-    client = mlflow.tracking.MlflowClient()
-    version = client.get_model_version_by_alias("cotpd-sample", "champion")
-    assert version.source == f"models:/{best['mlflow_model_id']}" and version.run_id == best["mlflow_run_id"]
-    capsys.readouterr()
-
-    def predict_out(model: str) -> str:
-        assert predict.main(["--root", str(root), "--model", model, "EU rejects German call"]) == 0
-        return capsys.readouterr().out
-
-    served = json.loads(predict_out("models:/cotpd-sample@champion"))
-    assert served["text"] == "EU rejects German call" and isinstance(served["entities"], list)
-    assert predict_out("models:/cotpd-sample@champion") == predict_out(f"runs:/{best['mlflow_run_id']}/model")
-    assert registry.register_champions(root, load_params(root).file.tracking, runs) == \
-        {"sample": "models:/cotpd-sample@champion"}
-    assert len(client.search_model_versions("name='cotpd-sample'")) == 1  # already the champion: no new version
-    for missing in ("models:/missing@champion", "models:/cotpd-sample@nobody"):
-        assert predict.main(["--root", str(root), "--model", missing, "x"]) == 2
-        err = capsys.readouterr().err
-        assert f"{missing}: the registered model or its alias/version does not exist" in err, err

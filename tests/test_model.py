@@ -11,41 +11,10 @@ import torch
 
 from pydantic import ValidationError
 
-from cotpd.config import DistillCfg, TrainCfg
 from cotpd.errors import ConfigError
-from cotpd.model import build_student, build_tiny_encoder, distill_kl, load_student, predict
+from cotpd.model import build_student, distill_kl, load_student, predict
 from cotpd.model.data import Featurizer, bucket_batches, build_context, collate
-from cotpd.records import NerSample, ReSample, Span, iob2_labels
-
-NER_LABELS = iob2_labels(["PER", "LOC"])
-RE_LABELS = ["None", "/per/per/peer", "/per/loc/place_of_residence"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(build_tiny_encoder(tmp_path_factory.mktemp("tiny") / "enc"))
-
-
-def tparams(encoder, **kw) -> TrainCfg:
-    tp = dict(encoder=encoder, max_length=32, knowledge_max_length=48, prompt={"k": 4, "layers": 1, "heads": 2},
-              distill={"lambda": 1.0, "temperature": 2.0, "teacher_grad": False}, case_features=False)
-    tp.update(kw)
-    return TrainCfg.model_validate(tp)
-
-
-def kl_cfg(temperature, **kw) -> DistillCfg:
-    return DistillCfg(temperature=temperature, **kw)
-
-
-def ner(i=0, tokens=("Barack", "Obamaification", "\u00a0", "visits", "Paris"), labels=("B-PER", "I-PER", "O", "O", "B-LOC")):
-    return NerSample(id=f"n{i}", tokens=list(tokens), labels=list(labels), caption="a man at a podium",
-                     knowledge={"noun": "Barack Obama is a former president", "sentence": "He travels to Paris"})
-
-
-def re_sample(i=0):
-    return ReSample(id=f"r{i}", tokens="Alice met Bob in Rome".split(), head=Span(0, 1, "Alice"),
-                    tail=Span(2, 3, "Bob"), relation="/per/per/peer", caption="two people", knowledge={"sentence": "friends"})
-
+from model_helpers import NER_LABELS, RE_LABELS, kl_cfg, ner, re_sample, tiny, tparams  # noqa: F401  (tiny: fixture)
 
 def test_first_subword_alignment_and_nbsp_word(tiny):
     st = build_student("ner", NER_LABELS, "baseline", tparams(tiny))
@@ -311,37 +280,3 @@ def test_case_features_follow_words_in_both_views(tiny, tmp_path, task):
     back = load_student(tmp_path / "m")
     assert back.case_features and back.config() == st.config()
     assert predict(back, [s]) == predict(st, [s])
-
-
-@pytest.mark.parametrize("task", ["ner", "re"])
-def test_cotpd_step_under_bf16_autocast_matches_fp32(tiny, task):
-    """The CUDA path's mixed precision, checked without a GPU: CPU bf16 autocast runs the encoder, the
-    prompt generator and the head's matmuls in bf16, as CUDA autocast does; the head must hand fp32
-    logits to the CRF, the KL and the losses, and the result must stay close to the fp32 step."""
-    labels, samples = (NER_LABELS, [ner(0), ner(1, tokens=["Paris", "is", "nice"], labels=["B-LOC", "O", "O"])]) \
-        if task == "ner" else (RE_LABELS, [re_sample(0), re_sample(1)])
-    torch.manual_seed(0)
-    st = build_student(task, labels, "cotpd", tparams(tiny, case_features=True))
-    with torch.no_grad():  # non-zero shape embeddings and a decisive head, so both take part
-        st.case_embed.weight.normal_(0, 0.02)
-        st.head.linear.weight.normal_(0, 1.0)
-    st.eval()  # no dropout: the fp32 and the bf16 step see the same network
-    fz = Featurizer(st.tokenizer, task, labels, 32, 48, case_features=True)
-    batch = collate(fz.features(samples, st.train_views), st.train_views, 0)
-    ref, ref_logits = st(batch), st.logits(batch["text"], prompt=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = st.logits(batch["text"], prompt=True)
-        out = st(batch)
-    assert logits.dtype == torch.float32 and out["loss"].dtype == torch.float32
-    assert not torch.equal(logits, ref_logits)  # bf16 matmuls really ran (rounding shows) ...
-    assert torch.allclose(logits, ref_logits, rtol=0.1, atol=0.1)  # ... and changed little
-    assert torch.isfinite(out["loss"]) and out["kl"] > 0
-    assert out["loss"].item() == pytest.approx(ref["loss"].item(), rel=0.05)
-    out["loss"].backward()
-    for name in ("prompt.queries", "case_embed.weight", "head.linear.weight"):
-        grad = st.get_parameter(name).grad
-        assert grad is not None and grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        decoded = st.decode(batch)
-    with torch.no_grad():
-        assert decoded == st.decode(batch)  # a decisive head decodes the same in bf16 and fp32

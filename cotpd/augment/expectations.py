@@ -146,31 +146,26 @@ class ArgumentsDisjoint(ColumnPairMapMetricProvider):
         return _rowwise(spans_disjoint, column_A, column_B)
 
 
-class StylePreserves(ColumnPairMapMetricProvider):
-    condition_metric_name = "column_pair_values.style_preserves_entities"
-    condition_domain_keys = _PAIR_KEYS
+def _origin_metric(name: str, rule) -> type[ColumnPairMapMetricProvider]:
+    """A row-wise metric over (record, origin record) that holds where `rule(record, origin)` does;
+    GE registers the class under `column_pair_values.<name>` as it is created."""
 
-    @column_pair_condition_partial(engine=PandasExecutionEngine)
-    def _pandas(cls, column_A, column_B, **kwargs):
-        return _rowwise(lambda r, o: _against_origin(style_preserves, r, o), column_A, column_B)
+    class _AgainstOrigin(ColumnPairMapMetricProvider):
+        condition_metric_name = f"column_pair_values.{name}"
+        condition_domain_keys = _PAIR_KEYS
 
+        @column_pair_condition_partial(engine=PandasExecutionEngine)
+        def _pandas(cls, column_A, column_B, **kwargs):
+            return _rowwise(lambda r, o: _against_origin(rule, r, o), column_A, column_B)
 
-class SwapPreserves(ColumnPairMapMetricProvider):
-    condition_metric_name = "column_pair_values.swap_preserves_types"
-    condition_domain_keys = _PAIR_KEYS
-
-    @column_pair_condition_partial(engine=PandasExecutionEngine)
-    def _pandas(cls, column_A, column_B, **kwargs):
-        return _rowwise(lambda r, o: _against_origin(swap_preserves, r, o), column_A, column_B)
+    _AgainstOrigin.__name__ = _AgainstOrigin.__qualname__ = "".join(w.title() for w in name.split("_"))
+    return _AgainstOrigin
 
 
-class ImageViewPreserves(ColumnPairMapMetricProvider):
-    condition_metric_name = "column_pair_values.image_view_preserves_text"
-    condition_domain_keys = _PAIR_KEYS
-
-    @column_pair_condition_partial(engine=PandasExecutionEngine)
-    def _pandas(cls, column_A, column_B, **kwargs):
-        return _rowwise(lambda r, o: _against_origin(image_view_preserves, r, o), column_A, column_B)
+# one per augmentation type: what its rewrite must keep of the sample it came from
+StylePreserves = _origin_metric("style_preserves_entities", style_preserves)
+SwapPreserves = _origin_metric("swap_preserves_types", swap_preserves)
+ImageViewPreserves = _origin_metric("image_view_preserves_text", image_view_preserves)
 
 
 # --- expectations --------------------------------------------------------------------------------

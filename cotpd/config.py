@@ -155,14 +155,34 @@ class PromptCfg(Section):
     k: int = Field(8, ge=1)
     layers: int = Field(2, ge=1)
     heads: int = Field(4, ge=1)
+    # what the generator's cross-attention reads: the text's input embeddings (paper Sec. 3.3) or the
+    # encoder's contextual states of the text (one more text-only encoder pass; changes inference)
+    source: Literal["embeddings", "contextual"] = "embeddings"
 
 
 class DistillCfg(Section):
-    """L = L_task(knowledge) + L_task(prompt) + lambda * T^2 * KL (paper Sec. 3.4)."""
+    """L = L_task(knowledge) + L_task(prompt) + lambda * T^2 * KL (paper Sec. 3.4); the levers below
+    (issue #19, cotpd.model.distill) are off by default, which is the paper's objective."""
     lambda_: float = Field(1.0, alias="lambda", ge=0)
     temperature: float = Field(2.0, gt=0)
     teacher_grad: bool = False
     reduction: Literal["sentence", "token"] = "sentence"
+    target: Literal["emission", "marginals"] = "emission"  # NER: KL of CRF marginals (RE: = emission)
+    hidden_weight: float = Field(0.0, ge=0)                # + weight * MSE of the views' head features
+    warmup_epochs: int = Field(0, ge=0)                    # extra first epochs: knowledge view's task loss only
+    lambda_ramp: float = Field(0.0, ge=0, le=1)            # lambda 0 -> lambda over this fraction of steps
+    # two-stage CoTPD (cotpd.model.teacher): a trained `knowledge` student's folder, or "@knowledge" for
+    # the knowledge model of the same dataset (the pipeline's, or the bench's of the same seed)
+    teacher: str | None = None
+
+    @model_validator(mode="after")
+    def _teacher_alone(self) -> "DistillCfg":
+        # a cached teacher has no hidden states, no warm-up and no gradient to give
+        clash = [k for k, on in (("hidden_weight", self.hidden_weight), ("warmup_epochs", self.warmup_epochs),
+                                 ("teacher_grad", self.teacher_grad)) if on]
+        if self.teacher and clash:
+            raise ValueError(f"teacher={self.teacher!r} (two-stage) cannot be combined with {', '.join(clash)}")
+        return self
 
 
 class TrainCfg(Section):

@@ -14,7 +14,7 @@ import mlflow  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from cotpd.bench import grid as bench  # noqa: E402
+from cotpd.bench import grid as bench, progress  # noqa: E402
 from cotpd.bench.args import BenchArgs  # noqa: E402
 from cotpd.bench.claims import take_claim  # noqa: E402
 from cotpd.bench.report import commit_label, pm, short_commit  # noqa: E402
@@ -92,8 +92,8 @@ def test_quick_mode_params_and_data_path(tmp_path):
     assert longer.spec_params(spec)[2] != b.spec_params(spec)[2]
     # the time guard: a run expected to pass the budget is not started
     b.budget_s, b.result.records = 100.0, [{"dataset": "mnre", "variant": "cotpd", "group": "main", "seconds": 80.0}]
-    assert b.estimate(RunSpec("mnre", "cotpd", 13, "fraction", "50%", fraction=0.5)) == 40.0
-    assert b.estimate(RunSpec("mnre", "baseline", 13)) == 0.0
+    assert progress.estimate(b.result.records, RunSpec("mnre", "cotpd", 13, "fraction", "50%", fraction=0.5)) == 40.0
+    assert progress.estimate(b.result.records, RunSpec("mnre", "baseline", 13)) == 0.0
 
 
 @pytest.mark.timeout(300)

@@ -20,8 +20,9 @@ def samples(n, split):
                       labels=["B-PER", "I-PER", "O", "B-LOC"][: 3 + i % 2], split=split) for i in range(n)]
 
 
-@pytest.mark.timeout(600)
-def test_torchrun_two_cpu_processes(tmp_path):
+def torchrun_train(tmp_path: Path, **train_kw) -> tuple[dict, str, Layout]:
+    """Train cotpd on a toy NER dataset (16 samples, batch 4) under torchrun with 2 CPU processes
+    (gloo); `train_kw` replace train params (whole sections). (rank 0's result, the log, the layout)."""
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
         pytest.skip(f"torchrun not found next to {sys.executable}")
@@ -37,7 +38,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
                         "max_length": 16, "knowledge_max_length": 24, "patience": 1, "device": "cpu", "bf16": False,
                         "use_augmented": False, "data_fraction": 1.0, "num_threads": 1,
                         "prompt": {"k": 2, "layers": 1, "heads": 2},
-                        "distill": {"lambda": 1.0, "temperature": 2.0, "teacher_grad": False}},
+                        "distill": {"lambda": 1.0, "temperature": 2.0, "teacher_grad": False}, **train_kw},
               "eval": {"view": "prompt"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
@@ -50,7 +51,12 @@ def test_torchrun_two_cpu_processes(tmp_path):
     # 16 samples / batch 4 = 4 batches, split over 2 ranks: 2 steps each
     assert "rank 0 of 2 on cpu, 16 samples, 2 steps per epoch" in log, log[-4000:]
     assert "rank 1 of 2 on cpu, 16 samples, 2 steps per epoch" in log, log[-4000:]
-    result = json.loads(proc.stdout[proc.stdout.index("{"):])  # only rank 0 prints its result
+    return json.loads(proc.stdout[proc.stdout.index("{"):]), log, lay  # only rank 0 prints its result
+
+
+@pytest.mark.timeout(600)
+def test_torchrun_two_cpu_processes(tmp_path):
+    result, _, lay = torchrun_train(tmp_path)
     assert result["world_size"] == 2 and result["test"]["n"] == 4
     model = load_student(lay.model_dir("cotpd"))  # only rank 0 saved, and the checkpoint loads
     assert model.variant == "cotpd" and model.saved_config["params"]["dataset"] == "toy"

@@ -21,7 +21,7 @@ def _arg(default, help: str):
 @dataclass(frozen=True)
 class BenchArgs:
     """What one `cotpd bench` invocation is asked: its command line, typed (built in grid.main)."""
-    mode: ModeName = _arg("quick", "smoke | quick | full")
+    mode: ModeName = _arg("quick", "smoke | quick | full | screen")
     seeds: int | None = _arg(None, "seeds per configuration (default: by mode)")
     datasets: list[str] | None = _arg(None, "dataset keys (default: by mode)")
     data: Path | None = _arg(None, "folder holding twitter2015/ and mnre/ (default: params.yaml)")
@@ -37,6 +37,9 @@ class BenchArgs:
                                     "(e.g. of parallel invocations)")
     efficiency_out: Path | None = _arg(None, "where the data-efficiency report goes when the grid has fraction "
                                              "trainings (default: <out>/efficiency)")
+    levers: list[str] | None = _arg(None, "train these levers (cotpd.bench.levers) beside the grid; --screen: "
+                                          "all of them unless named")
+    ablations_out: Path | None = _arg(None, "where the levers table goes (default: <out>/ablations)")
     # --set KEY=VALUE, parsed: the last word over params.yaml, the mode and each dataset's overrides
     overrides: dict = field(default_factory=dict, metadata={
         "help": "override a params.yaml entry for every training, e.g. --set train.epochs=6 "
@@ -51,6 +54,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="reduced grid, 2 CPU cores < 60 min")
     mode.add_argument("--full", dest="mode", action="store_const", const="full", help="the whole grid (a GPU)")
+    mode.add_argument("--screen", dest="mode", action="store_const", const="screen",
+                      help="screen the levers on a subset, fewer epochs (judge on dev, confirm with --full)")
     mode.add_argument("--smoke", dest="mode", action="store_const", const="smoke", help="embedded samples, tiny encoder")
     p.add_argument("--data", type=Path, default=None, help=HELP["data"])
     p.add_argument("--seeds", type=int, default=None, help=HELP["seeds"])
@@ -64,6 +69,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--groups", nargs="+", choices=get_args(Group), default=None, help=HELP["groups"])
     p.add_argument("--fresh", action="store_true", help=HELP["fresh"])
     p.add_argument("--efficiency-out", type=Path, default=None, help=HELP["efficiency_out"])
+    p.add_argument("--levers", nargs="+", default=None, help=HELP["levers"])
+    p.add_argument("--ablations-out", type=Path, default=None, help=HELP["ablations_out"])
     p.add_argument("--report-only", action="store_true", help=HELP["report_only"])
     return p
 
@@ -74,4 +81,5 @@ def bench_args(ns: argparse.Namespace) -> BenchArgs:
                      data=ns.data.resolve() if ns.data else None, budget_min=ns.budget_min,
                      log_models=ns.log_models, speed=ns.speed, rebuild=ns.rebuild, variants=ns.variants,
                      groups=ns.groups, fresh=ns.fresh, report_only=ns.report_only,
-                     efficiency_out=ns.efficiency_out, overrides=parse_set(getattr(ns, "set", None) or []))
+                     efficiency_out=ns.efficiency_out, levers=ns.levers, ablations_out=ns.ablations_out,
+                     overrides=parse_set(getattr(ns, "set", None) or []))

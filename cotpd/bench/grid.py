@@ -30,15 +30,16 @@ from ..config import DatasetParams
 from ..errors import CotpdError
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..model.encoder import build_tiny_encoder
+from ..model.teacher import KNOWLEDGE
 from ..params import Layout, apply_set, as_params, dataset_params, params_hash, read_params, resolve_dataset
 from ..pipeline import run_stage
 from ..training.loop import prepare_training
 from ..training.registry import register_champions
 from ..training.tracking import training_run
 from .args import BenchArgs, bench_args, build_parser
-from . import cross, efficiency, progress
+from . import cross, levers, progress
 from .claims import take_claim
-from .report import GridResult, commit_label, write_report
+from .report import GridResult, commit_label, write_report, write_side_reports
 from .spec import MODES, RunSpec, plan_grid
 from .speed import machine_label, measure_speed
 
@@ -112,7 +113,8 @@ class Bench:
 
     # --- the grid ----------------------------------------------------------------------------------
     def grid(self) -> list[RunSpec]:
-        plan = plan_grid(self.mode, self.datasets, [self.base_seed + i for i in range(self.seeds)], self.work)
+        names = levers.resolve(self.args.levers) if self.mode.screen or self.args.levers else []
+        plan = plan_grid(self.mode, self.datasets, [self.base_seed + i for i in range(self.seeds)], self.work, names)
         self.result.grains.update(plan.grains)
         self.result.notes.extend(plan.notes)
         return plan.specs
@@ -196,6 +198,8 @@ class Bench:
     def run_one(self, spec: RunSpec) -> dict:
         params, dp, chash = self.spec_params(spec)
         over = params["datasets"][spec.dataset]["overrides"]["train"]
+        if (over.get("distill") or {}).get("teacher") == KNOWLEDGE:  # two-stage: this seed's knowledge model
+            over["distill"]["teacher"] = str(self.work / "models" / RunSpec(spec.dataset, "knowledge", spec.seed).key)
         data_root = self.data_root_for(spec)
         model_dir = self.work / "models" / spec.key
         tags = {"bench": self.args.mode, "bench_group": spec.group, "bench_label": spec.label or None}
@@ -207,8 +211,8 @@ class Bench:
             tr.log_result(res)
             if self.args.log_models:
                 tr.log_student_model(res.model_dir, dp.task)
-        if spec.group != "main" or spec.seed != self.base_seed:
-            shutil.rmtree(model_dir, ignore_errors=True)  # keep one model per dataset/variant (speed section)
+        if spec.group != "main" or (spec.seed != self.base_seed and not (self.mode.screen or self.args.levers)):
+            shutil.rmtree(model_dir, ignore_errors=True)  # one model per dataset/variant (speed); levers: teachers
         if spec.knowledge_grains:
             shutil.rmtree(data_root, ignore_errors=True)
         test = res.test or {}
@@ -221,9 +225,6 @@ class Bench:
                 "seconds": round(time.perf_counter() - t0, 1), "model_dir": str(model_dir) if model_dir.exists() else None,
                 "mlflow_run_id": tr.run_id, "mlflow_url": tr.url, "mlflow_model_id": tr.model_id, "config_hash": chash,
                 "git_commit": self.commit, "hardware": machine_label(), "overrides": self.args.overrides}
-
-    def estimate(self, spec: RunSpec) -> float:
-        return progress.estimate(self.result.records, spec)
 
     def measure_speed(self) -> dict:
         return measure_speed(self.mode.speed, self.root, self.work, self.params, self.datasets[0], self.result.records)
@@ -244,7 +245,7 @@ class Bench:
                 res.not_selected.append(spec.key)
                 continue
             elapsed = time.perf_counter() - self.t0
-            if elapsed + self.estimate(spec) > self.budget_s:
+            if elapsed + progress.estimate(res.records, spec) > self.budget_s:
                 res.skipped.append(f"{spec.key} (would pass the time budget of {self.budget_s / 60:.0f} min)")
                 continue
             claim = self.done_dir / f"{spec.key}.claim"
@@ -260,7 +261,7 @@ class Bench:
                 res.records.append(rec)
                 left = [s for s in specs[i + 1:] if self.selected(s) and not (self.done_dir / f"{s.key}.json").exists()]
                 log.info(progress.finished_line(spec.key, rec, len(res.records) - len(res.reused),
-                                                [self.estimate(s) for s in left], time.perf_counter() - self.t0))
+                                                [progress.estimate(res.records, s) for s in left], time.perf_counter() - self.t0))
             finally:
                 claim.unlink(missing_ok=True)
         res.records += cross.run(self)  # scores the main-grid models kept above: after every training
@@ -270,9 +271,7 @@ class Bench:
         res.wall_s = time.perf_counter() - self.t0
         res.commit = commit_label(self.root, self.out)  # the code as the report is written
         report = write_report(res, argv)
-        if any(r.get("group") == "fraction" for r in res.records):
-            eff = self.args.efficiency_out or self.out / "efficiency"
-            efficiency.write(res.records, eff if eff.is_absolute() else self.root / eff, "cotpd bench " + " ".join(argv))
+        write_side_reports(res, "cotpd bench " + " ".join(argv))
         return report
 
 

@@ -14,6 +14,7 @@ from ..io import atomic_write, write_json
 from ..pipeline import VARIANTS
 from ..training.tracking import git_commit
 from .args import BenchArgs
+from . import efficiency, levers
 from .cross import cross_lines
 from .spec import Mode
 from .speed import hardware, speed_lines
@@ -88,7 +89,7 @@ def _set_label(over: dict | None, prefix: str = "") -> str:
     return joined or ("" if prefix else "none")
 
 
-def _mode_line(res: GridResult) -> str:
+def mode_line(res: GridResult) -> str:
     mode = res.mode
     parts = [f"{res.seeds} seed(s) for the main grid; data-efficiency and ablation runs use the first seed"]
     if mode.train:
@@ -130,7 +131,7 @@ def write_report(res: GridResult, argv: list[str]) -> Path:
     train_min = sum(r.get("seconds") or 0 for r in recs) / 60
     L = [f"# cotpd benchmark results ({mode} mode)", ""]
     if mode != "full":
-        L += [f"**{mode.upper()} MODE — reduced grid, not comparable to full-data numbers:** {_mode_line(res)}.", ""]
+        L += [f"**{mode.upper()} MODE — reduced grid, not comparable to full-data numbers:** {mode_line(res)}.", ""]
     L += [f"- command: `{command}`", f"- git commit: `{commit}`",
           f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
           f"- wall time: {res.wall_s / 60:.1f} min this invocation ({len(recs) - reused} trainings, "
@@ -249,3 +250,17 @@ def _per_type(res: GridResult) -> list[str]:
             plots.save(plots.per_type_f1(series, title=f"{ds}: per-type test F1 (mean over seeds)"), png)
             L += ["", f"## Per-type F1: {ds}", "", f"![per-type F1]({png.name})"]
     return L
+
+
+def _side_out(res: GridResult, path: Path | None, default: str) -> Path:
+    """--efficiency-out / --ablations-out (relative to the root), else <out>/<default>."""
+    return res.out / default if path is None else path if path.is_absolute() else res.root / path
+
+
+def write_side_reports(res: GridResult, command: str) -> None:
+    """The data-efficiency report (fraction trainings) and the levers table (issue #19), where the grid has them."""
+    if any(r.get("group") == "fraction" for r in res.records):
+        efficiency.write(res.records, _side_out(res, res.args.efficiency_out, "efficiency"), command)
+    if any(r.get("group") == "levers" for r in res.records):
+        out = _side_out(res, res.args.ablations_out, "ablations")
+        levers.write(res.records, out, command, res.commit, mode_line(res), out / "notes.md")

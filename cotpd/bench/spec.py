@@ -1,6 +1,7 @@
 """The grid of `cotpd bench`: its modes, one training (RunSpec) and the trainings a mode plans."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -9,9 +10,10 @@ from ..config import Variant
 from ..io import read_jsonl
 from ..params import Layout
 from ..pipeline import VARIANTS
+from .levers import LEVERS
 
-ModeName = Literal["smoke", "quick", "full"]
-Group = Literal["main", "fraction", "ablation", "cross"]
+ModeName = Literal["smoke", "quick", "full", "screen"]
+Group = Literal["main", "fraction", "ablation", "cross", "levers"]
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
 
@@ -48,6 +50,7 @@ class Mode:
     train_by_dataset: dict[str, dict] = field(default_factory=dict)  # train.* where one differs
     base_fraction: dict[str, float] = field(default_factory=dict)    # train on a subset of train
     tiny_encoder: bool = False             # a tiny random encoder (smoke: the scores mean nothing)
+    screen: bool = False                   # the main grid and every lever (cotpd.bench.levers), no ablations
 
 
 _LLM_LOAD = LLMLoad(calls=1000, concurrency=32, latency=0.2, seq_calls=30, replay_n=20_000)
@@ -64,6 +67,10 @@ MODES: dict[str, Mode] = {
                   train_by_dataset={"mnre": {"max_length": 64}},
                   base_fraction={"twitter2015": 0.25, "mnre": 0.1},
                   speed=SpeedPlan(bare_steps=10, infer_n=500, llm=_LLM_LOAD, dvc=True)),
+    # issue #19's cheap setting: levers are judged on dev F1 here, the winner confirmed with --full
+    "screen": Mode(datasets=("twitter2015", "mnre"), seeds=2, fractions=(), fraction_datasets=(),
+                   train={"epochs": 2, "patience": 2}, base_fraction={"twitter2015": 0.25, "mnre": 0.25},
+                   screen=True, speed=SpeedPlan(bare_steps=10, infer_n=500, llm=_LLM_LOAD, dvc=False)),
     "full": Mode(datasets=("twitter2015", "mnre"), seeds=3, fractions=FRACTIONS,
                  fraction_datasets=("twitter2015", "mnre"),
                  speed=SpeedPlan(bare_steps=30, infer_n=2000, llm=_LLM_LOAD, dvc=True)),
@@ -96,10 +103,16 @@ class Plan:
     notes: list[str]               # the ablations the data does not allow
 
 
-def plan_grid(mode: Mode, datasets: list[str], seeds: list[int], work: Path) -> Plan:
+def plan_grid(mode: Mode, datasets: list[str], seeds: list[int], work: Path, levers: list[str] = ()) -> Plan:
     """The trainings of a grid, the main grid first (its runs feed the time estimate and the speed
-    section), then data efficiency, then the ablations the prepared data in `work` allows."""
+    section), then data efficiency, then the ablations the prepared data in `work` allows, then
+    the levers (each a CoTPD with train.* overrides, at every seed: their gains are paired)."""
     plan = Plan([RunSpec(ds, v, s) for s in seeds for ds in datasets for v in VARIANTS], {}, [])
+    lever_specs = [RunSpec(ds, "cotpd", s, "levers", name, train=copy.deepcopy(LEVERS[name]))
+                   for s in seeds for ds in datasets for name in levers]
+    if mode.screen:
+        plan.specs += lever_specs
+        return plan
     # data efficiency: baseline and CoTPD at every seed, the knowledge view at the first; the
     # subset is drawn from the training seed, so every variant of a (fraction, seed) sees the
     # same sentences. Smallest fractions first: they are the cheapest points of the curve.
@@ -110,6 +123,7 @@ def plan_grid(mode: Mode, datasets: list[str], seeds: list[int], work: Path) -> 
             plan.specs.append(RunSpec(ds, "knowledge", seeds[0], "fraction", f"{frac:.0%}", fraction=frac))
     for ds in datasets:
         plan.specs += _ablations(plan, Layout(work, ds), ds, seeds[0])
+    plan.specs += lever_specs
     return plan
 
 

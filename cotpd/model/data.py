@@ -221,7 +221,22 @@ def collate(features: list[dict], views: Sequence[str], pad_id: int) -> dict:
             vb["marker_pos"] = torch.tensor([r["marker_pos"] for r in rows])
             vb["labels"] = torch.tensor([r["label"] for r in rows])
         batch[v] = vb
+    if "teacher" in features[0]:  # two-stage CoTPD: the cached knowledge-view logits (cotpd.model.teacher)
+        batch["teacher"] = collate_teacher(features, n_words)
     return batch
+
+
+def collate_teacher(features: list[dict], n_words: int) -> dict:
+    """{"logits": [B, W, C] | [B, R], "mask": [B, W] (NER: the words the teacher's truncation kept)}."""
+    rows = [f["teacher"] for f in features]
+    if rows[0].dim() == 1:
+        return {"logits": torch.stack(rows)}
+    logits = torch.zeros(len(rows), n_words, rows[0].size(-1))
+    mask = torch.zeros(len(rows), n_words, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        w = min(r.size(0), n_words)
+        logits[i, :w], mask[i, :w] = r[:w], True
+    return {"logits": logits, "mask": mask}
 
 
 def bucket_batches(lengths: Sequence[int], batch_size: int, *, seed: int = 0, epoch: int = 0,

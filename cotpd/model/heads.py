@@ -21,17 +21,20 @@ class TaskHead(nn.Module):
         self.linear = nn.Linear(hidden * (2 if task == "re" else 1), n_labels)
         self.crf = CRF(n_labels, batch_first=True) if task == "ner" else None
 
-    def logits(self, hidden: torch.Tensor, vb: dict) -> torch.Tensor:
-        """NER: emissions [B, W, C] over words; RE: relation logits [B, R]."""
-        rows = torch.arange(hidden.size(0), device=hidden.device)
+    def features(self, hidden: torch.Tensor, vb: dict) -> torch.Tensor:
+        """What the classifier reads: NER [B, W, H], each word's first subword; RE [B, 2H], the
+        <e1> and <e2> marker states side by side."""
         if self.task == "ner":
             idx = vb["word_pos"].unsqueeze(-1).expand(-1, -1, hidden.size(-1))
-            feats = hidden.gather(1, idx)
-        else:
-            pos = vb["marker_pos"]
-            feats = torch.cat([hidden[rows, pos[:, 0]], hidden[rows, pos[:, 1]]], dim=-1)
+            return hidden.gather(1, idx)
+        rows = torch.arange(hidden.size(0), device=hidden.device)
+        pos = vb["marker_pos"]
+        return torch.cat([hidden[rows, pos[:, 0]], hidden[rows, pos[:, 1]]], dim=-1)
+
+    def logits(self, hidden: torch.Tensor, vb: dict) -> torch.Tensor:
+        """NER: emissions [B, W, C] over words; RE: relation logits [B, R]."""
         # the CRF and the losses run in fp32 even under bf16 autocast
-        return self.linear(self.dropout(feats)).float()
+        return self.linear(self.dropout(self.features(hidden, vb))).float()
 
     def mask(self, vb: dict) -> torch.Tensor | None:
         return vb["word_mask"] if self.task == "ner" else None

@@ -1,7 +1,8 @@
 """The conditional prompt generator (paper Sec. 3.3, "conditional prompt distillation").
 
 k learnable query vectors run through a small transformer decoder whose cross-attention reads the
-text's input embeddings; the k outputs are soft prompts conditioned on the text. They are inserted
+text: its input embeddings as in the paper, or (train.prompt.source: contextual) the encoder's
+contextual states of it; the k outputs are soft prompts conditioned on the text. They are inserted
 into the encoder's input sequence so that the text-only view can imitate the knowledge view.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ class PromptGenerator(nn.Module):
                                            dropout=dropout, batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, num_layers=layers, norm=nn.LayerNorm(hidden))
 
-    def forward(self, text_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """text_embeds [B, L, H] (encoder input embeddings of the text), mask [B, L] -> prompts [B, k, H]."""
-        queries = self.queries.unsqueeze(0).expand(text_embeds.size(0), -1, -1).to(text_embeds.dtype)
-        return self.decoder(queries, text_embeds, memory_key_padding_mask=attention_mask == 0)
+    def forward(self, memory: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """memory [B, L, H] (the text's input embeddings or contextual states), mask [B, L] -> prompts [B, k, H]."""
+        queries = self.queries.unsqueeze(0).expand(memory.size(0), -1, -1).to(memory.dtype)
+        return self.decoder(queries, memory, memory_key_padding_mask=attention_mask == 0)

@@ -15,9 +15,10 @@ from typing import get_args
 import torch
 from torch import nn
 
-from ..config import DistillCfg, TrainCfg, Variant
+from ..config import TrainCfg, Variant
 from ..params import validate
 from ..errors import ConfigError
+from . import distill
 from .data import SHAPES, lowercases, special_prefix
 from .encoder import load_encoder, quiet_transformers
 from .heads import TaskHead
@@ -30,34 +31,6 @@ DROPOUT = 0.1
 # the train params a student's layers and inputs depend on: written to config.json, read back by
 # load_student (as the TrainCfg the reloaded Student is built from)
 STUDENT_KEYS = ("prompt", "distill", "max_length", "knowledge_max_length", "case_features")
-
-
-def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None,
-               cfg: DistillCfg) -> torch.Tensor:
-    """T^2 * KL(p_teacher/T || p_student/T) (paper Sec. 3.4, Eq. for L_KL; Hinton et al.'s T^2).
-
-    reduction: "sentence" sums the per-word KL over each sentence and averages over sentences, the
-    scale of the CRF's per-sentence negative log-likelihood it is added to (a per-word mean would
-    weigh the KL ~20x less than the task loss on a tweet); "token" averages over label positions.
-    RE logits are one row per instance, where the two coincide.
-
-    With teacher_grad false the teacher is a stop-gradient target (the knowledge view is trained by
-    its own task loss only), the usual choice in distillation: it keeps the KL from dragging the
-    better-informed view down towards the text-only one.
-    """
-    temperature, reduction = cfg.temperature, cfg.reduction
-    t = teacher_logits if cfg.teacher_grad else teacher_logits.detach()
-    log_p_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p_t = torch.log_softmax(t.float() / temperature, dim=-1)
-    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # per position
-    if mask is not None:
-        kl = kl * mask
-        n = mask.any(-1).sum() if reduction == "sentence" and kl.dim() > 1 else mask.sum()
-    else:
-        n = kl.size(0) if reduction == "sentence" else kl.numel()
-    if not int(n):
-        return student_logits.sum() * 0.0
-    return kl.sum() / n * temperature ** 2
 
 
 class Student(nn.Module):
@@ -82,10 +55,16 @@ class Student(nn.Module):
         self.case_embed = nn.Embedding(len(SHAPES), hidden) if self.case_features else None
         if self.case_embed is not None:
             nn.init.zeros_(self.case_embed.weight)
+        # training-phase state, set by the training loop before each step (not saved: a resumed
+        # training sets it again from its progress): the teacher warm-up (train.distill.warmup_epochs)
+        # and the lambda of this step (train.distill.lambda_ramp)
+        self.warmup, self.kl_lambda = False, cfg.distill.lambda_
 
     # --- views -----------------------------------------------------------------------------------
     @property
     def train_views(self) -> tuple[str, ...]:
+        if self.variant == "cotpd" and self.distill.teacher:  # two-stage: the teacher's logits are cached
+            return ("text",)
         return {"baseline": ("text",), "knowledge": ("know",), "cotpd": ("text", "know")}[self.variant]
 
     def eval_view(self, view: str = "prompt") -> tuple[str, bool]:
@@ -107,7 +86,10 @@ class Student(nn.Module):
             emb = emb + self.case_embed(vb["case_ids"])
         if not prompt:
             return self.encoder(inputs_embeds=emb, attention_mask=am, token_type_ids=tt).last_hidden_state
-        prompts = self.prompt(emb, am)
+        memory = emb
+        if self.prompt_cfg.source == "contextual":  # the text read in context: one more encoder pass
+            memory = self.encoder(inputs_embeds=emb, attention_mask=am, token_type_ids=tt).last_hidden_state
+        prompts = self.prompt(memory, am)
         p, k, b = self.n_prefix, prompts.size(1), emb.size(0)
         embeds = torch.cat([emb[:, :p], prompts.to(emb.dtype), emb[:, p:]], dim=1)
         mask = torch.cat([am[:, :p], am.new_ones(b, k), am[:, p:]], dim=1)
@@ -121,22 +103,41 @@ class Student(nn.Module):
         return self.head.logits(self.hidden(vb, prompt), vb)
 
     def forward(self, batch: dict) -> dict:
-        """Training loss of this variant. cotpd (paper Sec. 3.4):
-        L = L_task(knowledge view) + L_task(prompt view) + lambda * T^2 * KL(p_know/T || p_prompt/T)."""
+        """Training loss of this variant. cotpd (paper Sec. 3.4, with the levers of cotpd.model.distill):
+        L = L_task(knowledge view) + L_task(prompt view) + lambda * T^2 * KL(p_know/T || p_prompt/T)
+            [+ hidden_weight * MSE(prompt view's head features, knowledge view's)];
+        in the teacher warm-up, L = L_task(knowledge view)."""
         if self.variant != "cotpd":
             view = self.train_views[0]
             loss = self.head.loss(self.logits(batch[view]), batch[view])
             return {"loss": loss, "task": loss.detach()}
-        know, text = batch["know"], batch["text"]
-        t_logits = self.logits(know)
+        if "teacher" in batch:  # two-stage CoTPD: a frozen, trained knowledge view's cached logits
+            return self._from_cached_teacher(batch)
+        know, text, head, cfg = batch["know"], batch["text"], self.head, self.distill
+        h_know = self.hidden(know)
+        t_logits = head.logits(h_know, know)
+        l_know = head.loss(t_logits, know)
+        if self.warmup:
+            return {"loss": l_know, "task": l_know.detach()}
+        h_text = self.hidden(text, prompt=True)
+        s_logits = head.logits(h_text, text)
+        l_prompt = head.loss(s_logits, text)
+        kl = distill.kl_term(s_logits, t_logits, text, know, head.crf, cfg)
+        loss = l_know + l_prompt + self.kl_lambda * kl
+        out = {"task": (l_know + l_prompt).detach(), "kl": kl.detach()}
+        if cfg.hidden_weight:
+            mask = know["word_mask"] & text["word_mask"] if self.task == "ner" else None
+            hid = distill.hidden_mse(head.features(h_text, text), head.features(h_know, know), mask, cfg)
+            loss, out["hid"] = loss + cfg.hidden_weight * hid, hid.detach()
+        return {"loss": loss, **out}
+
+    def _from_cached_teacher(self, batch: dict) -> dict:
+        """L = L_task(prompt view) + lambda * T^2 * KL(p_teacher/T || p_prompt/T) (cotpd.model.teacher)."""
+        text, t = batch["text"], batch["teacher"]
         s_logits = self.logits(text, prompt=True)
-        l_know, l_prompt = self.head.loss(t_logits, know), self.head.loss(s_logits, text)
-        mask = None
-        if self.task == "ner":  # words covered by both views (truncation may differ)
-            mask = know["word_mask"] & text["word_mask"]
-        kl = distill_kl(s_logits, t_logits, mask, self.distill)
-        loss = l_know + l_prompt + self.distill.lambda_ * kl
-        return {"loss": loss, "task": (l_know + l_prompt).detach(), "kl": kl.detach()}
+        l_prompt = self.head.loss(s_logits, text)
+        kl = distill.kl_term(s_logits, t["logits"], text, {"word_mask": t.get("mask")}, self.head.crf, self.distill)
+        return {"loss": l_prompt + self.kl_lambda * kl, "task": l_prompt.detach(), "kl": kl.detach()}
 
     @torch.no_grad()
     def decode(self, batch: dict, view: str = "prompt") -> list:

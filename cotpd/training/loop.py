@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 from ..args import common, params_of, root_of, setup_logging
 from ..config import TrainCfg
 from ..errors import CotpdError
+from ..model import teacher
 from ..model.data import bucket_batches, collate
+from ..model.distill import lambda_at, warmup_epochs
 from ..model.infer import autocast, featurizer_for, to_device
 from ..model.student import VARIANTS, Student, build_student, load_student
 from ..params import Layout, Params
@@ -94,9 +96,14 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
     views = model.train_views
     t0 = time.perf_counter()
     feats = featurizer_for(model).features(train_samples, views)
+    if variant == "cotpd" and cfg.distill.teacher:  # two-stage: start from the teacher, cache its logits
+        teacher.attach(feats, teacher.prepare(model, cfg.distill.teacher, train_samples, device))
     lengths, pad = [f["length"] for f in feats], model.tokenizer.pad_token_id or 0
     timings = {"featurize_s": time.perf_counter() - t0, "setup_s": t0 - t_start}
-    epochs = cfg.epochs
+    # cotpd's teacher warm-up (train.distill.warmup_epochs) comes before, and on top of, train.epochs;
+    # the LR schedule spans both phases, lambda's ramp the distillation phase only
+    warm = warmup_epochs(cfg.distill, variant)
+    epochs = cfg.epochs + warm
     steps_per_epoch = len(bucket_batches(lengths, bs, seed=seed, rank=rank, world=world))
     opt, sched = make_optimizer(model, cfg, steps_per_epoch * epochs)
     prog = resume.restore(model, opt, sched, device, rank) if resume is not None else Progress()
@@ -105,7 +112,9 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
              len(feats), steps_per_epoch)
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # the warm-up leaves the prompt generator out of the graph: DDP must look for unused parameters
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                        find_unused_parameters=warm > 0)
 
     def save_checkpoint() -> None:  # collective under torchrun (RNG states of every rank); rank 0 writes
         rngs = checkpoint.all_rng_states(device, world)
@@ -116,6 +125,7 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
     with stop_on_sigterm() as stop:
         while prog.epoch < epochs and prog.bad < cfg.patience:
             epoch = prog.epoch
+            model.warmup = epoch < warm  # the phase follows from the epoch: a resumed run is in the right one
             net.train()
             batches = bucket_batches(lengths, bs, seed=seed, epoch=epoch, rank=rank, world=world)
             bar = tqdm(batches[prog.step:], desc=f"{variant} epoch {epoch + 1}/{epochs}", disable=not show,
@@ -131,6 +141,8 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
                 cpu_batch = collate([feats[i] for i in idx], views, pad)
                 prog.ep_tokens += int(sum(cpu_batch[v]["attention_mask"].sum() for v in views))
                 batch = to_device(cpu_batch, device)
+                model.kl_lambda = lambda_at(cfg.distill, (epoch - warm) * steps_per_epoch + prog.step,
+                                            cfg.epochs * steps_per_epoch)
                 with autocast(device, bf16):
                     out = net(batch)
                 out["loss"].backward()
@@ -149,7 +161,7 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
             state = [prog.bad]
             if rank == 0:
                 row = {"epoch": epoch, "loss": loss_mean, "tokens_per_s": prog.ep_tokens * world / max(1e-9, ep_time),
-                       "epoch_s": ep_time, "lr": sched.get_last_lr()[0]}
+                       "epoch_s": ep_time, "lr": sched.get_last_lr()[0], "phase": "warmup" if model.warmup else "train"}
                 end_epoch(model, valid_samples, eval_view, bf16, prog, model_dir, save_params, seed, row)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, dict(prog.history[-1]))
@@ -180,20 +192,22 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
 
 def end_epoch(model: Student, valid_samples: Sequence[Sample], eval_view: str, bf16: bool, prog: Progress,
               model_dir: Path, save_params: dict, seed: int, row: dict) -> None:
-    """Rank 0 at the end of an epoch: score dev, keep the model if it improved, add the history row."""
+    """Rank 0 at the end of an epoch: score dev, keep the model if it improved, add the history row.
+    A teacher warm-up epoch (row["phase"]) is scored for the record only: the view it did not train
+    is no candidate for the best model, and it does not count towards early stopping."""
     t_ev, epoch = time.perf_counter(), prog.epoch
     dev = evaluate(model, valid_samples, eval_view, bf16=bf16)
-    improved = dev["f1"] > prog.best_f1
+    improved = row["phase"] != "warmup" and dev["f1"] > prog.best_f1
     if improved:
         prog.best_f1, prog.best_epoch, prog.best_dev, prog.bad = dev["f1"], epoch, dev, 0
         model.save(model_dir, save_params, {"best_epoch": epoch, "dev_f1": dev["f1"], "seed": seed})
-    else:
+    elif row["phase"] != "warmup":
         prog.bad += 1
     row.update(dev_f1=dev["f1"], dev_precision=dev["precision"], dev_recall=dev["recall"],
                eval_s=time.perf_counter() - t_ev, improved=improved)
     prog.history.append(row)
-    log.info("%s epoch %d: loss %.4f dev F1 %.4f%s", model.variant, epoch + 1, row["loss"], dev["f1"],
-             " (best)" if improved else "")
+    log.info("%s epoch %d%s: loss %.4f dev F1 %.4f%s", model.variant, epoch + 1,
+             " (warmup)" if row["phase"] == "warmup" else "", row["loss"], dev["f1"], " (best)" if improved else "")
 
 
 @dataclass
@@ -233,6 +247,8 @@ def prepare_training(dataset: str, variant: str, params: Params | dict, root: st
     dp = corpus.dparams
     seed = dp.seed if seed is None else seed
     model_dir = Path(model_dir) if model_dir else Layout(root, dataset).model_dir(variant)
+    if dp.train.distill.teacher == teacher.KNOWLEDGE:  # the knowledge model this pipeline trains
+        dp.train.distill.teacher = str(Layout(root, dataset).model_dir("knowledge"))
     saved = {"dataset": dataset, "seed": seed, "train": dp.train.model_dump(mode="json", by_alias=True)}
     ident = checkpoint.identity(corpus.train, corpus.valid, variant=variant, cfg=dp.train, seed=seed, params=saved,
                                 world=dist_env()[1])

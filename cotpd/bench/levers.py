@@ -1,0 +1,130 @@
+"""Levers for a bigger distillation gain, screened on dev: `cotpd bench --screen` (issue #19).
+
+A lever is one named change of train.* params, trained as CoTPD at every seed of the grid next to
+the default CoTPD, the baseline and the knowledge view of the same (dataset, seed, subset), so its
+gain is paired. The screen mode trains on a subset for fewer epochs (cotpd.bench.spec.MODES) and a
+lever is judged on dev F1 only; test F1 is reported beside it, never used to choose. The winner is
+then confirmed on the full grid. `write` makes <ablations-out>/README.md and results.json: one row
+per lever (those that did not help too), with its exact --set, dev and test F1, paired gains and
+the training time against the default CoTPD's (a lever that doubles the cost says so).
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..io import write_json
+
+# name -> train.* overrides; the defaults of every key are in cotpd/config.py. Order: the report's.
+LEVERS: dict[str, dict] = {
+    # the teacher: 58% of Twitter-2015's knowledge-view inputs pass 192 subwords (p90: 246, max < 384)
+    "kmax320": {"knowledge_max_length": 320},
+    "warmup1": {"distill": {"warmup_epochs": 1}},          # knowledge view alone for one epoch first
+    # what is distilled
+    "marginals": {"distill": {"target": "marginals"}},     # CRF posteriors instead of emission softmax
+    "hidden": {"distill": {"hidden_weight": 1.0}},         # align the two views' hidden states
+    "ramp": {"distill": {"lambda_ramp": 0.5}},             # lambda from 0 over the first half
+    "lambda2": {"distill": {"lambda": 2.0}},
+    "T1": {"distill": {"temperature": 1.0}},
+    "teacher_grad": {"distill": {"teacher_grad": True}},   # the KL also moves the knowledge view
+    # the prompt generator reads the encoder's contextual states of the text (one more text pass)
+    "contextual": {"prompt": {"source": "contextual"}},
+    # two stages: distil from the trained knowledge view of the same seed, its logits cached
+    # (cotpd.model.teacher); its cost leaves out the teacher's training, the knowledge row
+    "twostage": {"distill": {"teacher": "@knowledge"}},
+}
+COST_FLAG = 2.0  # a lever whose training takes at least this many times the default CoTPD's is flagged
+
+
+def resolve(names: list[str] | None) -> list[str]:
+    """The levers asked for (all, in table order, when None); an unknown name is refused with the list."""
+    if names is None:
+        return list(LEVERS)
+    unknown = [n for n in names if n not in LEVERS]
+    if unknown:
+        raise ConfigError(f"unknown lever(s) {unknown}; known: {', '.join(LEVERS)}")
+    return [n for n in LEVERS if n in names]
+
+
+def set_args(over: Mapping, prefix: str = "train") -> list[str]:
+    """The --set words that reproduce a lever, e.g. ['train.distill.target=marginals']."""
+    out = []
+    for k, v in over.items():
+        key = f"{prefix}.{k}"
+        out += set_args(v, key) if isinstance(v, Mapping) else [f"{key}={str(v).lower() if isinstance(v, bool) else v}"]
+    return out
+
+
+def _pm(xs: list[float]) -> str:
+    return f"{xs[0]:.2f}" if len(xs) == 1 else f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs):.2f}"
+
+
+def _signed(xs: list[float]) -> str:
+    if not xs:
+        return "n/a"
+    m = statistics.fmean(xs)
+    return f"{m:+.2f}" + (f" ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else "")
+
+
+def _by_seed(recs: list[dict], **where) -> dict[int, dict]:
+    return {r["seed"]: r for r in recs if all(r.get(k) == v for k, v in where.items()) and r.get("dev_f1") is not None}
+
+
+def rows(records: list[dict], dataset: str) -> list[dict]:
+    """One summary row per configuration of `dataset`: the main-grid references, then each lever."""
+    main = {v: _by_seed(records, dataset=dataset, group="main", variant=v) for v in ("baseline", "knowledge", "cotpd")}
+    ref_s = [r["seconds"] for r in main["cotpd"].values() if r.get("seconds")]
+    configs = [(f"{v} (default)" if v == "cotpd" else v, v, main[v], []) for v in ("baseline", "knowledge", "cotpd")]
+    configs += [(name, "cotpd", _by_seed(records, dataset=dataset, group="levers", label=name), set_args(LEVERS[name]))
+                for name in LEVERS]
+    out = []
+    for label, variant, runs, sets in configs:
+        if not runs:
+            continue
+        seeds = sorted(runs)
+        secs = [runs[s]["seconds"] for s in seeds if runs[s].get("seconds")]
+        cost = statistics.fmean(secs) / statistics.fmean(ref_s) if secs and ref_s else None
+        out.append({
+            "dataset": dataset, "config": label, "variant": variant, "set": sets, "seeds": seeds,
+            "dev_f1": [100 * runs[s]["dev_f1"] for s in seeds], "test_f1": [100 * runs[s]["test_f1"] for s in seeds],
+            # paired by seed: the lever against the default CoTPD (dev: what chooses) and the baseline
+            "dev_vs_cotpd": [100 * (runs[s]["dev_f1"] - main["cotpd"][s]["dev_f1"]) for s in seeds if s in main["cotpd"]],
+            "dev_vs_baseline": [100 * (runs[s]["dev_f1"] - main["baseline"][s]["dev_f1"]) for s in seeds if s in main["baseline"]],
+            "test_vs_baseline": [100 * (runs[s]["test_f1"] - main["baseline"][s]["test_f1"])
+                                 for s in seeds if s in main["baseline"]],
+            "seconds": statistics.fmean(secs) if secs else None, "cost_vs_cotpd": cost})
+    return out
+
+
+def write(records: list[dict], out: Path, command: str, commit: str, mode_line: str, notes: Path | None = None) -> Path:
+    """<out>/README.md (a table per dataset) and <out>/results.json (the rows and the raw records)."""
+    datasets = sorted({r["dataset"] for r in records if r.get("group") == "levers"})
+    table = [row for ds in datasets for row in rows(records, ds)]
+    L = ["# Levers for a bigger distillation gain, chosen on dev", "",
+         f"- command: `{command}` (one lever: add `--levers NAME`; each row's `--set` also works on "
+         "`cotpd train` and `cotpd bench --full`)",
+         f"- git commit: `{commit}`", f"- setting: {mode_line}",
+         "- a lever is trained as CoTPD at every seed beside the default CoTPD, the baseline and the knowledge "
+         "view on the same subset; gains are paired by seed. **Choose on the dev columns**; test is reported once.",
+         f"- cost: mean training seconds per run against the default CoTPD's (×{COST_FLAG:g} or more is flagged)", ""]
+    for ds in datasets:
+        L += [f"## {ds}", "", "| Configuration | `--set` | Seeds | Dev F1 | Δ dev vs CoTPD | Δ dev vs baseline "
+              "| Test F1 | Δ test vs baseline | Train s/run | Cost vs CoTPD |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in (r for r in table if r["dataset"] == ds):
+            cost = "n/a" if r["cost_vs_cotpd"] is None else f"×{r['cost_vs_cotpd']:.2f}" + (
+                " **(≥ ×2: doubles the cost)**" if r["cost_vs_cotpd"] >= COST_FLAG else "")
+            sets = " ".join(f"`--set {s}`" for s in r["set"]) or "params.yaml"
+            secs = "n/a" if r["seconds"] is None else f"{r['seconds']:.0f}"
+            L.append(f"| {r['config']} | {sets} | {len(r['seeds'])} | {_pm(r['dev_f1'])} | {_signed(r['dev_vs_cotpd'])} "
+                     f"| {_signed(r['dev_vs_baseline'])} | {_pm(r['test_f1'])} | {_signed(r['test_vs_baseline'])} "
+                     f"| {secs} | {cost} |")
+        L.append("")
+    if notes is not None and notes.exists():  # hand-written rows of levers measured elsewhere (their commands inside)
+        L += [notes.read_text(encoding="utf-8").rstrip(), ""]
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", {"rows": table, "runs": [r for r in records if r.get("group") in ("main", "levers")
+                                                              and r["dataset"] in datasets]})
+    (out / "README.md").write_text("\n".join(L), encoding="utf-8")
+    return out / "README.md"

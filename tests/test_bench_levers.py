@@ -1,0 +1,88 @@
+"""The levers of issue #19 as a bench group: planned at every seed beside the main grid, refused by
+name when unknown, and reported with their --set, dev/test F1, paired gains and cost."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+
+from cotpd.bench import grid as bench  # noqa: E402
+from cotpd.bench import levers  # noqa: E402
+from cotpd.bench.spec import MODES, plan_grid  # noqa: E402
+from cotpd.config import TrainCfg  # noqa: E402
+from cotpd.errors import ConfigError  # noqa: E402
+from cotpd.io import read_json  # noqa: E402
+from cotpd.params import apply_set, parse_set, read_params, validate  # noqa: E402
+from bench_helpers import REPO, project  # noqa: E402,F401  (fixture)
+
+
+def test_every_lever_is_a_valid_train_override():
+    """Each lever's --set words apply to params.yaml and pass the train schema (a renamed key fails here)."""
+    base = read_params(REPO)
+    for name, over in levers.LEVERS.items():
+        sets = levers.set_args(over)
+        assert sets and all(s.startswith("train.") for s in sets), name
+        params = apply_set(base, parse_set(sets))
+        validate(TrainCfg, params["train"], f"lever {name}")
+
+
+def test_set_args_flatten_nested_overrides():
+    assert levers.set_args({"distill": {"target": "marginals", "teacher_grad": True}, "knowledge_max_length": 320}) == \
+        ["train.distill.target=marginals", "train.distill.teacher_grad=true", "train.knowledge_max_length=320"]
+
+
+def test_unknown_lever_is_refused_with_the_known_names():
+    with pytest.raises(ConfigError, match=r"unknown lever\(s\) \['nope'\]; known: kmax320"):
+        levers.resolve(["T1", "nope"])
+    assert levers.resolve(["T1", "kmax320"]) == ["kmax320", "T1"]  # table order
+    assert levers.resolve(None) == list(levers.LEVERS)
+
+
+def test_screen_mode_plans_the_main_grid_and_each_lever_at_every_seed(tmp_path):
+    plan = plan_grid(MODES["screen"], ["sample"], [13, 14], tmp_path, ["T1", "marginals"])
+    groups = {s.group for s in plan.specs}
+    assert groups == {"main", "levers"}  # no fractions, no ablations: the screen is for the levers
+    lev = [(s.label, s.seed, s.variant) for s in plan.specs if s.group == "levers"]
+    assert sorted(lev) == sorted((n, s, "cotpd") for n in ("T1", "marginals") for s in (13, 14))
+    spec = next(s for s in plan.specs if s.label == "marginals")
+    assert spec.train == {"distill": {"target": "marginals"}} and spec.key == "sample-levers-cotpd-marginals-s13"
+    # the shared table is never handed out to be mutated
+    spec.train["distill"]["target"] = "emission"
+    assert levers.LEVERS["marginals"] == {"distill": {"target": "marginals"}}
+
+
+@pytest.mark.timeout(400)
+def test_levers_train_beside_the_grid_and_get_a_paired_table(project):
+    root, out = project
+    abl = out / "abl"
+    (abl).mkdir(parents=True)
+    (abl / "notes.md").write_text("## Measured elsewhere\n\nhand-written row", encoding="utf-8")
+    argv = ["--smoke", "--root", str(root), "--out", str(out), "--datasets", "sample", "--seeds", "2", "--no-speed",
+            "--groups", "main", "levers", "--levers", "T1", "twostage",
+            "--ablations-out", str(abl)]
+    assert bench.main(argv) == 0
+    runs = {(r["group"], r["variant"], r["label"], r["seed"]): r for r in read_json(abl / "results.json")["runs"]}
+    assert set(runs) == {(g, v, lab, s) for s in (13, 14) for g, v, lab in
+                         (("main", "baseline", ""), ("main", "knowledge", ""), ("main", "cotpd", ""),
+                          ("levers", "cotpd", "T1"), ("levers", "cotpd", "twostage"))}
+    # two stages: each seed distilled from the knowledge model of its own seed, kept for it
+    for s in (13, 14):
+        teacher_dir = out / "runs" / "models" / f"sample-main-knowledge-s{s}"
+        assert (teacher_dir / "config.json").exists()
+    assert runs[("levers", "cotpd", "T1", 13)]["overrides"] == {}  # the lever is in the spec, not a --set
+    rows = {r["config"]: r for r in read_json(abl / "results.json")["rows"]}
+    t1, ref, base = rows["T1"], rows["cotpd (default)"], rows["baseline"]
+    assert t1["set"] == ["train.distill.temperature=1.0"] and t1["seeds"] == [13, 14]
+    for i, s in enumerate((13, 14)):
+        lev, cot, bl = (runs[(g, v, lab, s)] for g, v, lab in
+                        (("levers", "cotpd", "T1"), ("main", "cotpd", ""), ("main", "baseline", "")))
+        assert t1["dev_vs_cotpd"][i] == pytest.approx(100 * (lev["dev_f1"] - cot["dev_f1"]))
+        assert t1["test_vs_baseline"][i] == pytest.approx(100 * (lev["test_f1"] - bl["test_f1"]))
+    assert ref["cost_vs_cotpd"] == pytest.approx(1.0) and base["cost_vs_cotpd"] > 0
+    text = (abl / "README.md").read_text(encoding="utf-8")
+    assert "`--set train.distill.temperature=1.0`" in text and "## sample" in text
+    assert "--levers T1" in text and "hand-written row" in text
+    # the main report of the same invocation is written as always
+    assert (out / "README.md").exists()

@@ -34,7 +34,7 @@ def test_set_args_flatten_nested_overrides():
 
 
 def test_unknown_lever_is_refused_with_the_known_names():
-    with pytest.raises(ConfigError, match=r"unknown lever\(s\) \['nope'\]; known: kmax320"):
+    with pytest.raises(ConfigError, match=r"unknown lever\(s\) \['nope'\]; known: twostage, kmax320"):
         levers.resolve(["T1", "nope"])
     assert levers.resolve(["T1", "kmax320"]) == ["kmax320", "T1"]  # table order
     assert levers.resolve(None) == list(levers.LEVERS)

@@ -19,6 +19,9 @@ from ..io import write_json
 
 # name -> train.* overrides; the defaults of every key are in cotpd/config.py. Order: the report's.
 LEVERS: dict[str, dict] = {
+    # two stages: distil from the trained knowledge view of the same seed, its logits cached
+    # (cotpd.model.teacher); its cost leaves out the teacher's training, the knowledge row
+    "twostage": {"distill": {"teacher": "auto"}},
     # the teacher: 58% of Twitter-2015's knowledge-view inputs pass 192 subwords (p90: 246, max < 384)
     "kmax320": {"knowledge_max_length": 320},
     "warmup1": {"distill": {"warmup_epochs": 1}},          # knowledge view alone for one epoch first
@@ -31,9 +34,6 @@ LEVERS: dict[str, dict] = {
     "teacher_grad": {"distill": {"teacher_grad": True}},   # the KL also moves the knowledge view
     # the prompt generator reads the encoder's contextual states of the text (one more text pass)
     "contextual": {"prompt": {"source": "contextual"}},
-    # two stages: distil from the trained knowledge view of the same seed, its logits cached
-    # (cotpd.model.teacher); its cost leaves out the teacher's training, the knowledge row
-    "twostage": {"distill": {"teacher": "@knowledge"}},
 }
 COST_FLAG = 2.0  # a lever whose training takes at least this many times the default CoTPD's is flagged
 

@@ -22,7 +22,7 @@ from .data import bucket_batches, collate
 from .infer import featurizer_for, to_device
 from .student import load_student
 
-KNOWLEDGE = "@knowledge"  # train.distill.teacher: the knowledge model of the same dataset (and seed, in a bench)
+KNOWLEDGE = "auto"  # train.distill.teacher: the knowledge model of the same dataset (and seed, in a bench)
 
 
 def prepare(student, path: str | Path, samples: Sequence[Sample], device) -> list[torch.Tensor]:

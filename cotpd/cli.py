@@ -26,6 +26,7 @@ EXTERNAL = {
     "predict": ("cotpd.serving.predict", "predict entities / relations for text with a trained student"),
     "bench": ("cotpd.bench.grid", "run the benchmark grid on real data and write results/README.md"),
     "bench-llm": ("cotpd.bench.llm", "benchmark the LLM client against a local test server"),
+    "bench-llm-scale": ("cotpd.bench.llm_scale", "rehearse recording all CoT knowledge on loopback: faults, kill, resume"),
     "plan": ("cotpd.plan", "what recording the LLM stages would send, cost and take (sends nothing)"),
     "ledger": ("cotpd.ledgers", "LLM ledger stats, and gc of answers to old prompt versions"),
     "explain": ("cotpd.training.explain", "where CoTPD and the baseline disagree: counts per type and examples "

@@ -9,7 +9,10 @@ every request it receives, and injects faults on demand:
     srv.fail_next("429", n=2, retry_after=1)   # also "500", "timeout", "drop", "malformed"
     ... srv.chat_calls ... srv.stop()
 
-Run standalone: `python -m cotpd_testing.fake_llm --port 8099 --latency 0.2`.
+Run standalone: `python -m cotpd_testing.fake_llm --port 8099 --latency 0.2`; with `--load` it
+draws latencies and random faults per request and counts what it answers (fake_llm_load.py):
+`python -m cotpd_testing.fake_llm --load --median-s 0.15 --p429 0.01`; GET /_stats?detail=1 then
+returns the paid answers per request body.
 """
 from __future__ import annotations
 
@@ -17,17 +20,20 @@ import argparse
 import collections
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from typing import Callable
 
 from cotpd.llm.base import last_user_text
 
 from .fake_llm_http import Handler, Server
+from .fake_llm_load import Load, LoadProfile
 
 __all__ = ["FAULTS", "FakeLLMServer", "ServerProcess", "default_responder", "last_user_text", "start_server"]
 FAULTS = ("429", "500", "timeout", "drop", "malformed", "401", "400")
@@ -47,12 +53,13 @@ class FakeLLMServer:
 
     def __init__(self, latency: float = 0.0, api_key: str | None = None,
                  responder: Callable[[dict], str] = default_responder, model: str = "fake-model",
-                 batch_polls: int = 1):
+                 batch_polls: int = 1, load: Load | None = None):
         self.latency = latency
         self.api_key = api_key  # None: accept any key (like a local vLLM)
         self.responder = responder
         self.model = model
         self.batch_polls = batch_polls  # how many polls a batch reports "in_progress" first
+        self.load = load  # random latency + faults + paid-answer accounting (None: the fixed latency)
         self.lock = threading.Lock()
         self.counts: collections.Counter = collections.Counter()
         self.prompts: collections.Counter = collections.Counter()  # chat calls per last user text
@@ -121,20 +128,39 @@ class FakeLLMServer:
             self.files[fid] = {"meta": meta, "data": data}
         return meta
 
+    def batch_refusal(self, body: dict) -> str | None:
+        """Why the Batch API would refuse this input file (over its line or byte limit), or None."""
+        f = self.files.get(body.get("input_file_id"))
+        if f is None:
+            return f"no file {body.get('input_file_id')!r}"
+        if self.load is None:
+            return None
+        lines = f["data"].count(b"\n")
+        if lines > self.load.p.batch_max_lines or len(f["data"]) > self.load.p.batch_max_bytes:
+            return (f"input file has {lines} lines and {len(f['data'])} bytes; the limits are "
+                    f"{self.load.p.batch_max_lines} lines and {self.load.p.batch_max_bytes} bytes")
+        return None
+
     def create_batch(self, body: dict) -> dict:
         with self.lock:
             bid = f"batch_{len(self.batches) + 1}"
+            if self.load is not None:
+                data = self.files[body["input_file_id"]]["data"]
+                self.load.batches.append({"id": bid, "lines": data.count(b"\n"), "bytes": len(data),
+                                          "created": time.time()})
             self.batches[bid] = {"id": bid, "object": "batch", "endpoint": body["endpoint"],
                                  "input_file_id": body["input_file_id"], "status": "validating",
                                  "completion_window": body.get("completion_window", "24h"),
                                  "created_at": int(time.time()), "output_file_id": None,
-                                 "error_file_id": None, "_polls": 0}
+                                 "error_file_id": None, "_polls": 0, "_ready_at": time.time() +
+                                 (self.load.p.batch_delay_s if self.load is not None else 0.0)}
             return {k: v for k, v in self.batches[bid].items() if not k.startswith("_")}
 
     def poll_batch(self, bid: str) -> dict:
         b = self.batches[bid]
         b["_polls"] += 1
-        if b["status"] != "completed" and b["_polls"] > self.batch_polls:
+        ready = time.time() >= b["_ready_at"] if self.load is not None else b["_polls"] > self.batch_polls
+        if b["status"] != "completed" and ready:
             self.run_batch(b)
         elif b["status"] == "validating":
             b["status"] = "in_progress"
@@ -152,6 +178,8 @@ class FakeLLMServer:
                 errs.append({"id": f"req_{i}", "custom_id": item["custom_id"], "response": None,
                              "error": {"code": "server_error", "message": f"injected {fault[0]}"}})
                 continue
+            if self.load is not None:
+                self.load.pay(item["body"])
             out.append({"id": f"req_{i}", "custom_id": item["custom_id"], "error": None,
                         "response": {"status_code": 200, "request_id": f"r{i}",
                                      "body": self.completion(item["body"])}})
@@ -201,18 +229,25 @@ class ServerProcess:
     """The same server in a child process (`python -m cotpd_testing.fake_llm`), so that a benchmark's
     client does not share its interpreter (and GIL) with 32 server threads."""
 
-    def __init__(self, latency: float = 0.0):
-        self.proc = subprocess.Popen([sys.executable, "-m", "cotpd_testing.fake_llm", "--latency", str(latency)],
-                                     stdout=subprocess.PIPE, text=True)
+    def __init__(self, latency: float = 0.0, load: LoadProfile | None = None):
+        extra = ["--load", *load.args()] if load is not None else []
+        # its own process group, so that a stop (or a test's cleanup) reaches it by PID alone
+        self.proc = subprocess.Popen([sys.executable, "-m", "cotpd_testing.fake_llm", "--latency", str(latency),
+                                      *extra], stdout=subprocess.PIPE, text=True, start_new_session=True)
         self.base_url = self.proc.stdout.readline().strip()
         if not self.base_url.startswith("http://127.0.0.1:"):
             self.stop()
             raise RuntimeError("the test server process did not start")
 
-    def stats(self) -> dict:
+    def stats(self, detail: bool = False) -> dict:
         root = self.base_url.rsplit("/v1", 1)[0]
-        with urllib.request.urlopen(f"{root}/_stats", timeout=10) as r:
+        with urllib.request.urlopen(f"{root}/_stats{'?detail=1' if detail else ''}", timeout=60) as r:
             return json.loads(r.read())
+
+    def cpu_s(self) -> float:
+        """CPU seconds the server process has used so far (user + system, from /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     @property
     def chat_calls(self) -> int:
@@ -233,8 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0, help="seconds per chat call")
     ap.add_argument("--api-key", default=None, help="require this bearer key (default: accept any)")
+    ap.add_argument("--load", action="store_true", help="random latency and faults, paid-answer accounting")
+    for name, default in vars(LoadProfile()).items():
+        ap.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default, help="with --load")
     args = ap.parse_args(argv)
-    srv = start_server(args.port, latency=args.latency, api_key=args.api_key)
+    load = Load(LoadProfile(**{k: getattr(args, k) for k in vars(LoadProfile())})) if args.load else None
+    srv = start_server(args.port, latency=args.latency, api_key=args.api_key, load=load)
     print(srv.base_url, flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SystemExit leaves the sleep below
     try:

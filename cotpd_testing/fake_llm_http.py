@@ -47,6 +47,27 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     # -- routes -----------------------------------------------------------------------------------
+    def _load_fault(self, chat: bool) -> bool:
+        """With a load profile: wait the drawn latency (chat only) and serve the drawn fault, if any
+        (True: the request is answered by the fault)."""
+        load = self.server.fake.load
+        if load is None:
+            return False
+        latency, fault, code = load.draw()
+        if chat:
+            time.sleep(latency)
+        if fault == "429":
+            self._error(429, "Rate limit reached", {"Retry-After": load.p.retry_after_s})
+        elif fault == "5xx":
+            self._error(code, "The server had an error")
+        elif fault == "drop":
+            self._drop()
+        return fault is not None
+
+    def _drop(self):  # close the socket without a response
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
     def do_POST(self):
         fake = self.server.fake
         body = self._body()
@@ -55,22 +76,35 @@ class Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?")[0].rstrip("/")
         if path.endswith("/v1/chat/completions"):
-            return self._chat(json.loads(body or b"{}"))
+            if not body:  # a client killed before sending its body: nothing to answer, nothing paid
+                return self._error(400, "empty request body")
+            return self._chat(json.loads(body))
+        if self._load_fault(chat=False):
+            return None
         if path.endswith("/v1/files"):
             return self._upload(body)
         if path.endswith("/v1/batches"):
-            return self._send(200, fake.create_batch(json.loads(body)))
+            body = json.loads(body)
+            refusal = fake.batch_refusal(body)
+            if refusal:
+                return self._error(400, refusal, code="invalid_batch")
+            return self._send(200, fake.create_batch(body))
         self._error(404, f"no route {self.path}")
 
     def do_GET(self):
         fake = self.server.fake
         self._body()
-        if self.path == "/_stats":  # for a server in another process (bench); not counted itself
+        if self.path.split("?")[0] == "/_stats":  # for a server in another process (bench); not counted
             with fake.lock:
-                return self._send(200, {"counts": dict(fake.counts), "chat_calls": fake.counts["chat"]})
+                out = {"counts": dict(fake.counts), "chat_calls": fake.counts["chat"], "inflight": fake.inflight}
+            if fake.load is not None:
+                out["load"] = fake.load.summary(detail="detail=1" in self.path)
+            return self._send(200, out)
         fake.count_request(self.path)
         if not self._authorized():
             return
+        if self._load_fault(chat=False):
+            return None
         m = re.search(r"/files/([^/]+)/content$", self.path)
         if m and m.group(1) in fake.files:
             return self._send(200, None, raw=fake.files[m.group(1)]["data"])
@@ -95,6 +129,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _chat_inner(self, body: dict):
         fake = self.server.fake
+        if self._load_fault(chat=True):  # inside `inflight`: a drawn latency is time in flight
+            return None
         fault = fake.take_fault()
         if fake.latency:
             time.sleep(fake.latency)
@@ -111,13 +147,14 @@ class Handler(BaseHTTPRequestHandler):
             if kind == "timeout":
                 time.sleep(opts.get("sleep", 5.0))
                 return self._error(500, "too late")
-            if kind == "drop":  # close the socket without a response
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return None
+            if kind == "drop":
+                return self._drop()
             if kind == "malformed":
                 return self._send(200, None, raw=b'{"id": "chatcmpl-x", "choices": [{"mess')
-        self._send(200, fake.completion(body))
+        answer = fake.completion(body)
+        if fake.load is not None:  # paid once the answer exists, whether or not the client reads it
+            fake.load.pay(body)
+        self._send(200, answer)
 
     def _upload(self, body: bytes):
         # multipart/form-data: parse with the stdlib email parser (cgi is deprecated)

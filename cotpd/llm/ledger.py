@@ -4,8 +4,10 @@ One line per response, written with a single `os.write` under an exclusive `floc
 moves on: once `write` returns the bytes are in the kernel's page cache, so a SIGKILL at any later
 moment loses nothing, and two processes appending to the same ledger (two Dagster steps of one
 dataset) never interleave bytes. `fsync` (which only matters if the whole machine goes down) is
-grouped: at most one per `fsync_interval_s` (50 ms) while answers stream in, plus one on `flush()` /
-`close()`, because one fsync per answer (3-10 ms here) would cap a 32-way client at ~150 answers/s.
+grouped: at most one per `fsync_interval_s` (1 s) while answers stream in, plus one on `flush()` /
+`close()`, because one fsync per answer (3-10 ms here) would cap a 32-way client at ~150 answers/s;
+at 50 ms the fsyncs (7 ms each, blocking the client's event loop) still took 5% of a 64-way
+recording's wall time (cotpd bench-llm-scale).
 
 Line format (no secrets: the canonical request is model, messages, decoding params, prompt version
 and sample key; request headers and the API key are never written):
@@ -65,7 +67,7 @@ def gc_paused():
 
 
 class Ledger:
-    def __init__(self, path: str | Path, fsync_interval_s: float = 0.05):
+    def __init__(self, path: str | Path, fsync_interval_s: float = 1.0):
         self.path = Path(path)
         self.fsync_interval_s = fsync_interval_s
         self._last_sync = 0.0

@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # the project's Dagster instance: dagster.yaml, linked from .dagster_home/ (its run storage, ignored by git)
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run test clean
+.PHONY: install run test clean cluster-test gpu-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,20 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Past one machine, on loopback (README "Past one machine"): Postgres, Redis, an MLflow server and two
+# Celery workers from deploy/, the sample pipeline through them, a worker killed mid-training
+cluster-test: install
+	$(BIN)/pip install -q -e '.[dev,cluster]'
+	command -v redis-server >/dev/null || (apt-get install -y -q redis-server >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q redis-server >/dev/null 2>&1)) || \
+	  echo "redis-server not installed: tests/test_cluster.py will skip"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m cluster tests/test_cluster.py -p no:cacheprovider
+
+# the checks only a GPU can show (cotpd/bench/gpu_check.py), < 8 minutes on one GPU; writes
+# results/gpu/README.md. Where torch sees no GPU it says so and exits at once.
+gpu-check: install
+	$(BIN)/python -m cotpd.bench.gpu_check
 
 clean:
 	rm -rf outputs .dagster_home/storage .dagster_home/history .dagster_home/schedules

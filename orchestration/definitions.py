@@ -30,9 +30,10 @@ def executor(kind: str | None = None) -> ExecutorDefinition:
     if kind == "in_process":
         return in_process_executor
     if kind == "celery":
-        from dagster_celery import celery_executor  # lazy: optional (pip install dagster-celery, same release line)
+        # lazy: optional (pip install -e '.[cluster]'); dagster-celery's executor behind a broker pre-flight
+        from .cluster import checked_celery_executor
 
-        return celery_executor
+        return checked_celery_executor
     if kind == "k8s":
         from dagster_k8s import k8s_job_executor  # lazy: optional (pip install dagster-k8s, same release line)
 

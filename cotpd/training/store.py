@@ -101,8 +101,9 @@ def _check_leftovers(db: Path | None, uri: str) -> None:
                          + recovery(db, uri, leftovers))
 
 
-def open_experiment(uri: str, name: str, artifact_location: str) -> str:
-    """Point MLflow at `uri` and return the id of experiment `name` (created if missing).
+def open_experiment(uri: str, name: str, artifact_location: str | None) -> str:
+    """Point MLflow at `uri` and return the id of experiment `name` (created if missing; artifact_location
+    None leaves the artifacts to the store's default, a tracking server's own artifact store).
 
     The first access creates or migrates a sqlite store: it happens under `store_lock`, and so does
     the experiment's creation, which two processes would otherwise race on as well."""
@@ -128,7 +129,7 @@ def open_experiment(uri: str, name: str, artifact_location: str) -> str:
         return exp_id
 
 
-def _create(name: str, artifact_location: str, locked: bool) -> str:
+def _create(name: str, artifact_location: str | None, locked: bool) -> str:
     try:
         return mlflow.create_experiment(name, artifact_location=artifact_location)
     except mlflow.exceptions.MlflowException:

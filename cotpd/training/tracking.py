@@ -49,10 +49,15 @@ def setup(root: Path, cfg: TrackingCfg) -> str:
     sqlite store under a file lock (cotpd.training.store), so any number of processes may start at once."""
     root = Path(root).resolve()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in logs
+    uri = tracking_uri(root, cfg.uri)
+    if uri.startswith(("http://", "https://")):
+        # a tracking server keeps artifacts in its own store (`mlflow server --artifacts-destination`,
+        # proxied): every host reaches it through the server, where a file:// path is one host's disk
+        return open_experiment(uri, cfg.experiment, None)
     # explicit artifact location: otherwise MLflow would write to ./mlartifacts of the cwd
     artifacts = (root / "mlruns" / "artifacts").resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
-    return open_experiment(tracking_uri(root, cfg.uri), cfg.experiment, artifacts.as_uri())
+    return open_experiment(uri, cfg.experiment, artifacts.as_uri())
 
 
 def is_secret(key: str) -> bool:

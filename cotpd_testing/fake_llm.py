@@ -59,6 +59,7 @@ class FakeLLMServer:
         self.responder = responder
         self.model = model
         self.batch_polls = batch_polls  # how many polls a batch reports "in_progress" first
+        self.drop_creates = 0  # the next n batch creates succeed but their response is dropped
         self.load = load  # random latency + faults + paid-answer accounting (None: the fixed latency)
         self.lock = threading.Lock()
         self.counts: collections.Counter = collections.Counter()
@@ -151,6 +152,7 @@ class FakeLLMServer:
             self.batches[bid] = {"id": bid, "object": "batch", "endpoint": body["endpoint"],
                                  "input_file_id": body["input_file_id"], "status": "validating",
                                  "completion_window": body.get("completion_window", "24h"),
+                                 "metadata": body.get("metadata"),
                                  "created_at": int(time.time()), "output_file_id": None,
                                  "error_file_id": None, "_polls": 0, "_ready_at": time.time() +
                                  (self.load.p.batch_delay_s if self.load is not None else 0.0)}
@@ -160,7 +162,7 @@ class FakeLLMServer:
         b = self.batches[bid]
         b["_polls"] += 1
         ready = time.time() >= b["_ready_at"] if self.load is not None else b["_polls"] > self.batch_polls
-        if b["status"] != "completed" and ready:
+        if b["status"] in ("validating", "in_progress") and ready:  # failed/expired/cancelled: as they are
             self.run_batch(b)
         elif b["status"] == "validating":
             b["status"] = "in_progress"

@@ -10,6 +10,7 @@ import json
 import re
 import socket
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -88,7 +89,12 @@ class Handler(BaseHTTPRequestHandler):
             refusal = fake.batch_refusal(body)
             if refusal:
                 return self._error(400, refusal, code="invalid_batch")
-            return self._send(200, fake.create_batch(body))
+            batch = fake.create_batch(body)
+            with fake.lock:
+                drop, fake.drop_creates = fake.drop_creates > 0, max(fake.drop_creates - 1, 0)
+            if drop:  # created (and paid for), but the client never hears of it
+                return self._drop()
+            return self._send(200, batch)
         self._error(404, f"no route {self.path}")
 
     def do_GET(self):
@@ -100,11 +106,14 @@ class Handler(BaseHTTPRequestHandler):
             if fake.load is not None:
                 out["load"] = fake.load.summary(detail="detail=1" in self.path)
             return self._send(200, out)
-        fake.count_request(self.path)
+        listing = self.path.split("?")[0].rstrip("/").endswith("/v1/batches")
+        fake.count_request(("GET " if listing else "") + self.path)  # a list is no create
         if not self._authorized():
             return
         if self._load_fault(chat=False):
             return None
+        if listing:
+            return self._list_batches()
         m = re.search(r"/files/([^/]+)/content$", self.path)
         if m and m.group(1) in fake.files:
             return self._send(200, None, raw=fake.files[m.group(1)]["data"])
@@ -115,6 +124,20 @@ class Handler(BaseHTTPRequestHandler):
         if m and m.group(1) in fake.batches:
             return self._send(200, fake.poll_batch(m.group(1)))
         self._error(404, f"no route {self.path}")
+
+    def _list_batches(self):
+        """GET /v1/batches as OpenAI serves it: newest first, `limit` (1-100, default 20) per page,
+        after the batch id `after`."""
+        fake = self.server.fake
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        limit, after = int(query.get("limit", ["20"])[0]), query.get("after", [None])[0]
+        with fake.lock:
+            ids = list(reversed(fake.batches))  # insertion order is creation order
+            start = ids.index(after) + 1 if after in ids else 0
+            page = [{k: v for k, v in fake.batches[b].items() if not k.startswith("_")}
+                    for b in ids[start:start + max(1, min(limit, 100))]]
+        self._send(200, {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                         "last_id": page[-1]["id"] if page else None, "has_more": start + len(page) < len(ids)})
 
     def _chat(self, body: dict):
         fake = self.server.fake

@@ -12,12 +12,20 @@ batch is created). A process killed while polling resumes polling the same batch
 of paying for them again; only requests that no pending batch covers go into new batches. A batch
 leaves the state file once its answers are recorded (the file goes when the last one does).
 
+A kill between `batches.create` returning and that write, or a create retried after its answer was
+lost, would leave a paid batch no state names (issue #23). So each chunk's id (sha256 of its keys in
+order) goes into batch metadata `cotpd_chunk`, and its intent (id, keys, time) into the state before
+the upload; a rerun (or a retried create) lists the server's batches since then and adopts the one
+with that id unless it failed, expired or was cancelled. A chunk without an intent (lost state file)
+adopts a still-running batch with its id from the last 24 h.
+
 A result row whose custom_id is not one of its batch's keys is reported (a warning naming the batch
 and the ids) and never recorded: an answer filed under the wrong key would be replayed forever.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -40,7 +48,11 @@ from .client import (
 log = logging.getLogger(__name__)
 ENDPOINT = "/v1/chat/completions"
 DONE = ("completed", "failed", "expired", "cancelled")
+FAILED = ("failed", "expired", "cancelled")  # such a batch answers nothing: its chunk is sent anew
 MAX_FILE_BYTES = 200 * 1000 * 1000  # the Batch API's input file limit (200 MB)
+CHUNK_META = "cotpd_chunk"  # the batch metadata key holding chunk_id(keys)
+LOOKBACK_S = 24 * 3600  # the completion window: an older batch without an intent has ended long ago
+CLOCK_SLACK_S = 3600  # created_at is the server's clock, an intent's time is ours
 
 
 def batch_line(req: ChatRequest) -> dict:
@@ -53,6 +65,11 @@ def batch_line(req: ChatRequest) -> dict:
 
 def encode_line(req: ChatRequest) -> bytes:
     return (json.dumps(batch_line(req), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def chunk_id(keys: list[str]) -> str:
+    """The chunk's id on the server (batch metadata): the same keys in the same order, the same id."""
+    return hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()
 
 
 def split_batches(requests: list[ChatRequest], max_requests: int, max_bytes: int = MAX_FILE_BYTES,
@@ -74,32 +91,45 @@ def split_batches(requests: list[ChatRequest], max_requests: int, max_bytes: int
 
 
 class BatchState:
-    """`<ledger>.batches.json`: {"batches": {batch id: {"keys": [...], "submitted": unix time}}}.
-    Only batch ids and ledger keys: nothing secret."""
+    """`<ledger>.batches.json`: {"batches": {batch id: {"keys": [...], "submitted": unix time}}, "submitting":
+    {chunk id: {"keys", "at"}} (chunks whose batch id may not have reached the file)}. Nothing secret."""
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
         self.batches: dict[str, dict] = {}
+        self.intents: dict[str, dict] = {}
         if self.path and self.path.exists():
             raw = read_json(self.path)
-            if not isinstance(raw, dict) or not isinstance(raw.get("batches", {}), dict):
-                raise DataError(self.path, None, "expected {\"batches\": {batch id: {\"keys\": [...]}}}")
+            if not isinstance(raw, dict) or not all(isinstance(raw.get(k, {}), dict)
+                                                    for k in ("batches", "submitting")):
+                raise DataError(self.path, None, "expected {\"batches\": {batch id: {\"keys\": [...]}}, "
+                                "\"submitting\": {chunk id: {\"keys\": [...]}}}")
             if raw and "batches" not in raw:  # the first format: digest -> id, without the keys to match
                 log.warning("%s: batches %s from an older cotpd cannot be matched to requests; they are "
                             "not resumed", self.path, sorted(map(str, raw.values())))
             self.batches = dict(raw.get("batches", {}))
+            self.intents = dict(raw.get("submitting", {}))
 
-    def add(self, batch_id: str, keys: list[str]) -> None:
-        self.batches[batch_id] = {"keys": keys, "submitted": time.time()}
+    def intend(self, chunk: str, keys: list[str]) -> None:
+        self.intents[chunk] = {"keys": keys, "at": time.time()}
         self._save()
+
+    def add(self, batch_id: str, keys: list[str], chunk: str | None = None) -> None:
+        self.batches[batch_id] = {"keys": keys, "submitted": time.time()}
+        self.intents.pop(chunk, None)  # one write: the batch replaces its intent
+        self._save()
+
+    def forget(self, chunk: str) -> None:
+        if self.intents.pop(chunk, None) is not None:
+            self._save()
 
     def drop(self, batch_id: str) -> None:
         if self.batches.pop(batch_id, None) is not None:
             self._save()
 
     def _save(self) -> None:
-        if self.path and self.batches:
-            write_json(self.path, {"batches": self.batches})
+        if self.path and (self.batches or self.intents):
+            write_json(self.path, {"batches": self.batches, "submitting": self.intents})
         elif self.path:  # nothing left to resume: no file beside the ledger
             self.path.unlink(missing_ok=True)
 
@@ -127,7 +157,18 @@ class BatchBackend(OpenAIBackend):
         retry = lambda err: on_retry and on_retry(requests[0], err)
         by_key = {r.key: r for r in requests}
         state = BatchState(self.state_path)
+        fetch = lambda make: self.retrying(make, on_retry=retry)
         try:
+            found: dict = {}  # chunk id -> the newest usable batch on the server carrying it
+            if state.intents or by_key.keys() - {k for e in state.batches.values() for k in e.get("keys", [])}:
+                found = await self._list_chunks(client, self._since(state), fetch)
+            for chunk, intent in list(state.intents.items()):
+                b = found.get(chunk)
+                if b is not None and b.id not in state.batches:
+                    log.info("adopting batch %s (%s) of an interrupted submission", b.id, b.status)
+                    state.add(b.id, intent["keys"], chunk)
+                else:  # killed before batches.create, or the batch failed: nothing to wait for
+                    state.forget(chunk)
             pending: dict[str, set] = {}  # batch id -> the keys it answers
             for batch_id, entry in state.batches.items():
                 keys = set(entry.get("keys", []))
@@ -136,18 +177,60 @@ class BatchBackend(OpenAIBackend):
                     pending[batch_id] = keys
             covered = set().union(*pending.values()) if pending else set()
             for chunk in split_batches([r for r in requests if r.key not in covered], self.max_requests):
-                data = b"".join(line for _, line in chunk)
-                f = await self.retrying(lambda data=data: client.files.create(
-                    file=("cotpd-batch.jsonl", data, "application/jsonl"), purpose="batch"), on_retry=retry)
-                b = await self.retrying(lambda fid=f.id: client.batches.create(
-                    input_file_id=fid, endpoint=ENDPOINT, completion_window="24h"), on_retry=retry)
                 keys = [r.key for r, _ in chunk]
-                state.add(b.id, keys)  # before polling: a kill from here on resumes this batch
+                cid = chunk_id(keys)
+                b = found.get(cid)
+                if b is not None and b.status not in DONE and b.id not in state.batches:
+                    log.info("adopting running batch %s of the same requests", b.id)
+                else:
+                    state.intend(cid, keys)  # before the upload: a rerun looks for this chunk's batch
+                    b = await self._submit(client, chunk, cid, fetch)
+                state.add(b.id, keys, cid)  # before polling: a kill from here on resumes this batch
                 pending[b.id] = set(keys)
-                log.info("submitted batch %s (%d requests, %d bytes)", b.id, len(chunk), len(data))
             await self._collect(client, pending, by_key, state, on_result, on_error, retry)
         finally:
             await client.close()
+
+    @staticmethod
+    def _since(state: BatchState) -> float:  # the oldest intent, at least LOOKBACK_S back, less the slack
+        return min([time.time() - LOOKBACK_S] + [i.get("at", 0.0) for i in state.intents.values()]) - CLOCK_SLACK_S
+
+    async def _list_chunks(self, client, since: float, fetch, page_size: int = 100) -> dict:
+        """Chunk id -> its newest batch created since `since` not FAILED (`fetch` awaits a page's call)."""
+        found: dict = {}
+        after: dict = {}
+        while True:
+            page = await fetch(lambda after=after: client.batches.list(limit=page_size, **after))
+            for b in page.data:
+                if b.created_at < since:
+                    return found
+                cid = (b.metadata or {}).get(CHUNK_META)
+                if cid and cid not in found and b.status not in FAILED:
+                    found[cid] = b
+            if not page.has_more or not page.data:
+                return found
+            after = {"after": page.data[-1].id}
+
+    async def _submit(self, client, chunk: list, cid: str, fetch):
+        data = b"".join(line for _, line in chunk)
+        f = await fetch(lambda: client.files.create(
+            file=("cotpd-batch.jsonl", data, "application/jsonl"), purpose="batch"))
+        since = time.time() - CLOCK_SLACK_S
+        tries = 0
+
+        async def create():
+            nonlocal tries
+            tries += 1
+            if tries > 1:  # the last try may have created the batch before its answer was lost
+                b = (await self._list_chunks(client, since, lambda make: make())).get(cid)
+                if b is not None:
+                    return b
+            return await client.batches.create(input_file_id=f.id, endpoint=ENDPOINT, completion_window="24h",
+                                               metadata={CHUNK_META: cid})
+
+        b = await fetch(create)
+        log.info("submitted batch %s (%d requests, %d bytes)", b.id, len(chunk), len(data))
+        return b
 
     async def _collect(self, client, pending: dict, by_key: dict, state: BatchState, on_result, on_error,
                        retry) -> None:

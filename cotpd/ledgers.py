@@ -25,6 +25,7 @@ from .args import common, params_of, root_of, setup_logging
 from .config import LLMCfg
 from .errors import CotpdError
 from .llm import Ledger
+from .llm.ledger_rows import Answer
 from .params import Layout, Params
 from .prompts import PROMPTS_DIR, load
 
@@ -54,27 +55,24 @@ def llm_of(params: Params, dataset: str) -> LLMCfg:
     return params.dataset(dataset).llm if dataset in params.datasets else params.file.llm
 
 
-def row_cost(row: dict, llm: LLMCfg) -> float:
-    backend = str(row.get("backend") or "")
+def answer_cost(a: Answer, llm: LLMCfg) -> float:
+    backend = str(a.backend or "")
     if not backend.startswith("openai"):
         return 0.0  # the local model costs nothing per token
-    r = row["response"]
-    full = (r.get("prompt_tokens", 0) * llm.price_per_1m_input
-            + r.get("completion_tokens", 0) * llm.price_per_1m_output) / 1e6
+    full = (a.prompt_tokens * llm.price_per_1m_input + a.completion_tokens * llm.price_per_1m_output) / 1e6
     return full / 2 if backend.startswith("openai-batch") else full
 
 
 def ledger_stats(path: Path, llm: LLMCfg, current: dict[str, str]) -> dict:
-    led = Ledger(path)
+    led = Ledger(path)  # one Answer per key in memory (the requests stay in the file)
     versions: collections.Counter = collections.Counter()
     tokens = collections.Counter()
     cost = 0.0
-    for row in led.entries.values():
-        versions[(row.get("request") or {}).get("prompt_version", "")] += 1
-        r = row["response"]
-        tokens["prompt"] += r.get("prompt_tokens", 0)
-        tokens["completion"] += r.get("completion_tokens", 0)
-        cost += row_cost(row, llm)
+    for a in led.answers.values():
+        versions[a.prompt_version] += 1
+        tokens["prompt"] += a.prompt_tokens
+        tokens["completion"] += a.completion_tokens
+        cost += answer_cost(a, llm)
     return {"path": str(path), "answers": len(led), "lines": led.lines, "skipped_lines": led.skipped_lines,
             "prompt_tokens": tokens["prompt"], "completion_tokens": tokens["completion"],
             "cost_usd": round(cost, 6),
@@ -91,7 +89,7 @@ def backup_path(path: Path) -> Path:
 
 def gc(path: Path, current: dict[str, str]) -> dict:
     """Keep one line per key whose prompt version is not stale; see the module docstring."""
-    led = Ledger(path)
+    led = Ledger(path)  # compact re-reads the file under its lock: each kept row is parsed there
     backup = backup_path(path)
     keep = lambda row: version_state((row.get("request") or {}).get("prompt_version", ""), current) != "stale"
     kept, dropped = led.compact(keep, backup)

@@ -105,3 +105,23 @@ def test_gc_keeps_current_answers_backs_up_and_rewrites_the_file(tmp_path, repo_
     assert Ledger(path).get(_req(10, noun).key).text == "y"  # the open writer followed the new file
     assert main(["ledger", "gc", "--keep-current", "--root", str(root), "--dataset", "sample"]) == 0
     assert len(list(path.parent.glob("*.bak"))) == 1  # nothing to drop: no rewrite, no new backup
+
+
+def test_gc_keeps_a_refreshed_answer_where_it_was_first_seen_and_each_line_as_it_was(tmp_path):
+    """compact re-reads the file (the ledger holds answers, not rows): the newest refreshed answer,
+    in the place of the key's first line, with the bytes the line had (ASCII-escaped, unsorted)."""
+    path = tmp_path / "knowledge.jsonl"
+    a, b = _req(1), _req(2)
+    led = Ledger(path)
+    led.append(a, ChatResponse(key=a.key, text="old é"), "knowledge")
+    led.append(b, ChatResponse(key=b.key, text="b"), "knowledge")
+    led.append(a, ChatResponse(key=a.key, text="new é"), "knowledge", refresh=True)
+    led.close()
+    lines = path.read_text().splitlines()
+    lines[1] = json.dumps(json.loads(lines[1]))  # as another tool may have written it
+    path.write_text("\n".join(lines) + "\n")
+    kept, dropped = Ledger(path).compact(lambda row: row["request"]["prompt_version"] == "p:1", tmp_path / "bak")
+    assert (kept, dropped) == (2, 1)
+    assert path.read_text().splitlines() == [lines[2], lines[1]]
+    again = Ledger(path)
+    assert again.get(a.key).text == "new é" and again.get(b.key).text == "b" and again.lines == 2

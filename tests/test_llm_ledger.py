@@ -1,4 +1,4 @@
-"""The response ledger: durability under SIGKILL, truncated lines, duplicates, replay speed."""
+"""The response ledger: durability under SIGKILL, truncated lines, duplicates, replay speed, memory."""
 from __future__ import annotations
 
 import gc
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 
 import pytest
 from llm_server import fake_llm  # noqa: F401  (fixture)
@@ -16,6 +17,8 @@ from llm_server import fake_llm  # noqa: F401  (fixture)
 from cotpd.config import LLMCfg
 from cotpd.errors import DataError
 from cotpd.llm import ChatRequest, ChatResponse, Ledger, build_runner, make_request
+from cotpd.llm import ledger_rows
+from cotpd.llm.base import _orjson_writes_key_bytes, _plain, key_of
 from cotpd.llm.ledger import gc_paused
 
 
@@ -84,6 +87,98 @@ def test_replay_of_20000_responses_is_fast_and_offline(tmp_path, fake_llm):
     assert fake_llm.total_calls == 0 and runner.stats("s")["cache_hits"] == 20_000
     # CPU time is the budget (< 2 s); wall time gets slack for a machine shared by other jobs
     assert cpu < 2.0 and wall < 6.0, f"replay of 20,000 responses took {cpu:.2f}s CPU, {wall:.2f}s wall"
+
+
+def _row(r: ChatRequest, text: str) -> dict:
+    return {"key": r.key, "stage": "knowledge", "request": r.canonical(), "created": 1.0, "backend": "openai",
+            "refresh": False,
+            "response": {"text": text, "prompt_tokens": 300, "completion_tokens": 40, "model": "m@fp"}}
+
+
+def test_loading_20000_answers_keeps_a_fraction_of_the_file_in_memory(tmp_path):
+    """What a knowledge ledger line looks like (a ~1 KB prompt, a short answer): loaded, the ledger
+    holds the answers, not the rows (whole rows took 3.3-4.4x the file: cotpd bench-llm-scale)."""
+    path = tmp_path / "ledger.jsonl"
+    system = "You help annotators understand tweets for named entity recognition. " * 4
+    tweet = "<tweet>\nRT @user{} : " + "word " * 140 + "\n</tweet>"
+    reqs = [ChatRequest(messages=({"role": "system", "content": system}, {"role": "user", "content": tweet.format(i)}),
+                        model="m", max_tokens=48, prompt_version="cot_noun:9b511835", sample_key=f"t:train-{i}:noun")
+            for i in range(20_000)]
+    Ledger(path).append_rows([_row(r, f"answer {i}: " + "explained " * 8) for i, r in enumerate(reqs)])
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        led = Ledger(path)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(led) == 20_000 and led.get(reqs[12_345].key).text.startswith("answer 12345: ")
+    assert held < 0.5 * size, f"{held / 20_000:.0f} B per answer held for {size / 20_000:.0f} B per line"
+    assert peak < 0.8 * size, f"peak {peak / 1e6:.1f} MB while loading a {size / 1e6:.1f} MB ledger"
+
+
+def test_a_row_whose_request_was_edited_under_its_key_is_refused_naming_the_line(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    reqs = [_req(i) for i in range(3)]
+    Ledger(path).append_rows([_row(r, f"a{i}") for i, r in enumerate(reqs)])
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[2]["request"]["messages"][0]["content"] = "question 99"  # the key still says "question 2"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # as json.dumps writes it: ASCII, unsorted
+    with pytest.raises(DataError, match=r"ledger\.jsonl:3: stored key [0-9a-f]{16}\.\.\. is not the hash "
+                                        r"of the stored request \(sample_key='train-2'"):
+        Ledger(path)
+    rows[2]["request"]["messages"][0]["content"] = "question 2"  # put back: any formatting of the line loads
+    path.write_text("".join(json.dumps(r, indent=None, ensure_ascii=True) + "\n" for r in rows))
+    assert Ledger(path).get(reqs[2].key).text == "a2"
+
+
+def test_requests_orjson_writes_otherwise_are_keyed_and_checked_as_json_dumps_writes_them(tmp_path):
+    """The key is the hash of json.dumps' bytes; orjson (the fast path) writes 1e-07 as 1e-7, reads
+    integers past 2**64 as floats and refuses NaN: such requests take json.dumps' way, both when their
+    key is made and when a ledger line is checked, and load and replay like any other."""
+    odd = [ChatRequest(messages=({"role": "user", "content": "q"},), model="m", temperature=1e-07),
+           ChatRequest(messages=({"role": "user", "content": "q"},), model="m", seed=2**64 + 1),
+           ChatRequest(messages=({"role": "user", "content": "q"},), model="m", max_tokens=2**70),
+           ChatRequest(messages=({"role": "user", "content": "q"},), model="m", temperature=float("nan"))]
+    assert not any(_plain(r) for r in odd)
+    path = tmp_path / "ledger.jsonl"
+    Ledger(path).append_rows([_row(r, f"odd {i}") for i, r in enumerate(odd)])
+    led = Ledger(path)
+    assert [led.get(key_of(r.canonical())).text for r in odd] == [f"odd {i}" for i in range(4)]
+    assert led.skipped_lines == 0 and led.lines == 4
+
+
+def test_the_orjson_key_is_the_json_dumps_key():
+    """ChatRequest.key takes orjson's bytes for plain requests; they must hash as json.dumps' do."""
+    assert _orjson_writes_key_bytes(), "this orjson writes other bytes than json.dumps: every key is 3x slower"
+    texts = ["plain", "".join(map(chr, range(0, 128))), 'quote " back \\ slash', "line\u2028sep\u2029",
+             "é ü ß 中文 😀 \U0010ffff", "\x00\x1f\x7f", "<tweet>\nRT @a : b\n</tweet>"]
+    reqs = []
+    for i, text in enumerate(texts):
+        for temperature, seed, max_tokens in ((0.0, 0, 48), (0.7, None, 1), (-0.0, -3, 2**63 - 1),
+                                              (123456.789, 2**63 - 1, 7)):
+            msgs = ({"role": "system", "content": texts[i - 1]}, {"role": "user", "content": text})
+            reqs.append(ChatRequest(messages=msgs, model=text, temperature=temperature, seed=seed,
+                                    max_tokens=max_tokens, prompt_version=f"p:{text}", sample_key=text))
+        reqs.append(ChatRequest(messages=({"role": "user", "content": text, "ñame": "x", "Z": "y"},), model="m"))
+        reqs.append(ChatRequest(messages=({"role": "user", "content": [{"type": "text", "text": text}]},), model="m"))
+    assert sum(map(_plain, reqs)) == 5 * len(texts)  # the content lists take json.dumps' way
+    assert [r.key for r in reqs] == [key_of(r.canonical()) for r in reqs]
+
+
+def test_lines_across_read_blocks_load_whole_and_keep_their_numbers(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(ledger_rows, "BLOCK", 97)  # every line spans two or more reads
+    path = tmp_path / "ledger.jsonl"
+    reqs = [_req(i) for i in range(30)]
+    Ledger(path).append_rows([_row(r, f"t{i}") for i, r in enumerate(reqs)])
+    data = path.read_bytes()
+    path.write_bytes(data[:-30])  # a kill mid-write of the last line
+    led = Ledger(path)
+    assert [led.get(r.key).text for r in reqs[:29]] == [f"t{i}" for i in range(29)] and reqs[29].key not in led
+    assert led.skipped_lines == 1 and "ledger.jsonl:30: truncated last line skipped" in caplog.text
+    path.write_bytes(data + b'{"key": "k"}\n')
+    with pytest.raises(DataError, match=r"ledger\.jsonl:31: ledger line lacks"):
+        Ledger(path)
 
 
 def test_gc_is_paused_only_for_the_bulk_work_and_restored():

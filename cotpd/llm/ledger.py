@@ -27,6 +27,10 @@ Reading rules:
   has already used), EXCEPT lines written in `refresh` mode (`"refresh": true`), which replace the
   earlier answer: refreshing is an explicit request for a new one, so later replays see the newest.
 
+In memory the ledger keeps one `Answer` per key (the response and the request's prompt version),
+not the rows: the requests stay in the file, which `compact` re-reads (ledger_rows.py: 0.4x the
+file's size instead of 4x, and a 71k-answer load in ~1 s instead of ~4 s).
+
 `compact` rewrites the file (`cotpd ledger gc`): under the same lock, to a temporary file renamed
 over it, after a backup copy. A writer that opened the old file notices the rename (another inode
 under the path) once it holds the lock and reopens, so no answer is appended to the replaced file.
@@ -36,17 +40,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
-import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..errors import DataError
 from ..io import atomic_write
-from .base import ChatRequest, ChatResponse, key_of
+from .base import ChatRequest, ChatResponse
+from .ledger_rows import Answer, SummaryRows, answer_of, encode, key_matches, parse, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,8 @@ class Ledger:
         self.fsync_interval_s = fsync_interval_s
         self._last_sync = 0.0
         self._unsynced = False
-        self.entries: dict[str, dict] = {}
+        self.answers: dict[str, Answer] = {}
+        self._shared: dict[str, str] = {}  # one copy of each repeated string (ledger_rows.answer_of)
         self.skipped_lines = 0  # undecodable lines seen on load
         self.lines = 0  # non-blank lines read (more than len(self): duplicates, superseded, skipped)
         self._fd: int | None = None
@@ -82,51 +87,54 @@ class Ledger:
     def _load(self) -> None:
         if not self.path.exists():
             return
+        answers, shared = self.answers, self._shared
         with gc_paused():
-            self._parse(self.path.read_bytes().split(b"\n"))
+            for lineno, raw, last in read_lines(self.path):
+                if not raw.strip():
+                    continue
+                self.lines += 1
+                row = parse(raw)
+                if row is None:
+                    self.skipped_lines += 1
+                    where = "truncated last line" if last else "undecodable line"
+                    log.warning("%s:%d: %s skipped (a process killed mid-write?)", self.path, lineno, where)
+                    continue
+                key = self._check(row, lineno, raw)
+                if key not in answers or row.get("refresh"):
+                    answers[key] = answer_of(row, lineno, shared)
 
-    def _parse(self, lines: list[bytes]) -> None:
-        loads = json.loads
-        entries = self.entries
-        for lineno, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            self.lines += 1
-            try:
-                row = loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                self.skipped_lines += 1
-                where = "truncated last line" if lineno == len(lines) else "undecodable line"
-                log.warning("%s:%d: %s skipped (a process killed mid-write?)", self.path, lineno, where)
-                continue
-            if not isinstance(row, dict) or "key" not in row or not isinstance(row.get("response"), dict):
-                raise DataError(self.path, lineno, "ledger line lacks 'key' or 'response'")
-            key = row["key"]
-            request = row.get("request")
-            # rows written by this class always hold their request; one that does must hash to its key
-            if isinstance(request, dict) and key_of(request) != key:
-                raise DataError(self.path, lineno, f"stored key {str(key)[:16]}... is not the hash of the stored "
-                                f"request (sample_key={request.get('sample_key')!r}, prompt_version="
-                                f"{request.get('prompt_version')!r}): the line holds another request's answer "
-                                "(hand-edited, or merged from another ledger?); fix or delete that line")
-            if key not in entries or row.get("refresh"):
-                entries[key] = row
+    def _check(self, row, lineno: int, raw: bytes):
+        """The row's key, once the row is known to hold a response filed under its own request."""
+        if not isinstance(row, dict) or "key" not in row or not isinstance(row.get("response"), dict):
+            raise DataError(self.path, lineno, "ledger line lacks 'key' or 'response'")
+        key = row["key"]
+        request = row.get("request")
+        # rows written by this class always hold their request; one that does must hash to its key
+        if isinstance(request, dict) and not key_matches(key, request, raw):
+            raise DataError(self.path, lineno, f"stored key {str(key)[:16]}... is not the hash of the stored "
+                            f"request (sample_key={request.get('sample_key')!r}, prompt_version="
+                            f"{request.get('prompt_version')!r}): the line holds another request's answer "
+                            "(hand-edited, or merged from another ledger?); fix or delete that line")
+        return key
+
+    @property
+    def entries(self) -> Mapping[str, dict]:
+        """key -> the row's response, stage, backend, created and prompt version (ledger_rows.SummaryRows)."""
+        return SummaryRows(self.answers)
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.answers)
 
     def __contains__(self, key: str) -> bool:
-        return key in self.entries
+        return key in self.answers
 
     def get(self, key: str) -> ChatResponse | None:
-        row = self.entries.get(key)
-        if row is None:
+        a = self.answers.get(key)
+        if a is None:
             return None
-        r = row["response"]
-        return ChatResponse(key=key, text=r.get("text", ""), prompt_tokens=r.get("prompt_tokens", 0),
-                            completion_tokens=r.get("completion_tokens", 0), model=r.get("model", ""),
-                            cached=True, created=row.get("created", 0.0),
-                            extra={"stage": row.get("stage"), "backend": row.get("backend")})
+        return ChatResponse(key=key, text=a.text, prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens,
+                            model=a.model, cached=True, created=a.created,
+                            extra={"stage": a.stage, "backend": a.backend})
 
     # -- writing ----------------------------------------------------------------------------------
     def _open(self) -> int:
@@ -150,7 +158,7 @@ class Ledger:
         """Append rows in one write: used for single responses and bulk imports."""
         if not rows:
             return
-        blob = _encode(rows)
+        blob = encode(rows)
         fd = self._lock()
         try:
             # a kill mid-write may have left a partial last line: start ours on a fresh line
@@ -166,8 +174,8 @@ class Ledger:
         if time.monotonic() - self._last_sync >= self.fsync_interval_s:
             self.flush()
         for r in rows:
-            if r["key"] not in self.entries or r.get("refresh"):
-                self.entries[r["key"]] = r
+            if r["key"] not in self.answers or r.get("refresh"):
+                self.answers[r["key"]] = answer_of(r, 0, self._shared)
 
     def _lock(self) -> int:
         """The open file descriptor, exclusively locked, of the file now at `path` (see `compact`)."""
@@ -186,20 +194,21 @@ class Ledger:
 
     def compact(self, keep: Callable[[dict], bool], backup: str | Path) -> tuple[int, int]:
         """Rewrite the ledger with only the answers in use whose row `keep(row)` accepts: one line
-        per key (duplicates, superseded and undecodable lines go too), in first-seen order. The old
-        file is copied to `backup` first; nothing is written (nor backed up) when nothing would
-        change. Returns (rows kept, lines dropped)."""
+        per key (duplicates, superseded and undecodable lines go too), in first-seen order, each
+        line as it was. The old file is copied to `backup` first; nothing is written (nor backed
+        up) when nothing would change. Returns (rows kept, lines dropped)."""
         fd = self._lock()
         try:
-            self.entries, self.skipped_lines, self.lines = {}, 0, 0
+            self.answers, self.skipped_lines, self.lines = {}, 0, 0
             self._load()  # re-read under the lock: what another process appended meanwhile counts
-            kept = [row for row in self.entries.values() if keep(row)]
+            lines = self.path.read_bytes().split(b"\n") if self.answers else []  # the rows stay in the file
+            kept = {key: a for key, a in self.answers.items() if keep(parse(lines[a.line - 1]))}
             dropped = self.lines - len(kept)
             if dropped:
                 shutil.copy2(self.path, backup)
                 with atomic_write(self.path, "wb") as fh:
-                    fh.write(_encode(kept))
-                self.entries = {row["key"]: row for row in kept}
+                    fh.writelines(lines[a.line - 1] + b"\n" for a in kept.values())
+                self.answers = {key: a._replace(line=i) for i, (key, a) in enumerate(kept.items(), start=1)}
                 self.lines, self.skipped_lines = len(kept), 0
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -223,6 +232,3 @@ class Ledger:
     def __del__(self):
         self.close()
 
-
-def _encode(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .errors import ConfigError
@@ -53,18 +54,27 @@ class Prompt:
 
     @property
     def placeholders(self) -> set[str]:
-        return set(_PLACEHOLDER.findall(self.system)) | set(_PLACEHOLDER.findall(self.user))
+        return set(self._parts["system"][1]) | set(self._parts["user"][1])
+
+    @cached_property
+    def _parts(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """Each part split once into its literal pieces and the placeholder names between them: a
+        render is then a join (replay renders every request of a 70k-request job to find its key)."""
+        out = {}
+        for part, text in (("system", self.system), ("user", self.user)):
+            pieces = _PLACEHOLDER.split(text)  # literal, name, literal, ..., name, literal
+            out[part] = (tuple(pieces[0::2]), tuple(pieces[1::2]))
+        return out
 
     def render(self, part: str, **values) -> str:
-        text = self.system if part == "system" else self.user
-        missing = sorted(set(_PLACEHOLDER.findall(text)) - set(values))
+        literals, names = self._parts["system" if part == "system" else "user"]
+        missing = sorted(set(names) - values.keys())
         if missing:
             raise ConfigError(f"prompt {self.name!r} needs {missing}; got {sorted(values)}")
-
-        def sub(m: re.Match) -> str:
-            return _defuse(values[m.group(1)])
-
-        return _PLACEHOLDER.sub(sub, text)
+        out = [literals[0]]
+        for name, literal in zip(names, literals[1:]):
+            out += (_defuse(values[name]), literal)
+        return "".join(out)
 
     def messages(self, **values) -> tuple:
         """The chat messages for these values (extra values are ignored, missing ones raise)."""
@@ -78,6 +88,8 @@ class Prompt:
 def _defuse(value) -> str:
     """A value as inert data: str() it, and turn delimiter tags into look-alikes (`<tweet>` -> `‹tweet›`)."""
     text = "" if value is None else str(value)
+    if "<" not in text:  # every tag starts with one: most values need no regex at all
+        return text
     return _TAG.sub(lambda m: f"‹{m.group(1)}{m.group(2)}›", text)
 
 

@@ -40,7 +40,7 @@ cluster-test: install
 	command -v redis-server >/dev/null || (apt-get install -y -q redis-server >/dev/null 2>&1 || \
 	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q redis-server >/dev/null 2>&1)) || \
 	  echo "redis-server not installed: tests/test_cluster.py will skip"
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m cluster tests/test_cluster.py -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m cluster tests/test_cluster.py tests/test_gpu_check.py -p no:cacheprovider
 
 # the checks only a GPU can show (cotpd/bench/gpu_check.py), < 8 minutes on one GPU; writes
 # results/gpu/README.md. Where torch sees no GPU it says so and exits at once.

@@ -27,7 +27,7 @@ def test_without_a_gpu_it_says_so_at_once_and_writes_nothing(tmp_path):
     assert time.perf_counter() - t0 < 60  # torch's import, nothing else
 
 
-@pytest.mark.slow
+@pytest.mark.cluster  # deployment tooling, opt-in with the cluster test (`make cluster-test`): 2 minutes
 @pytest.mark.timeout(600)
 def test_dry_run_on_cpu_runs_every_step_and_reports_them(tmp_path):
     out = tmp_path / "gpu"

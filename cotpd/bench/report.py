@@ -258,7 +258,9 @@ def _side_out(res: GridResult, path: Path | None, default: str) -> Path:
 
 
 def write_side_reports(res: GridResult, command: str) -> None:
-    """The data-efficiency report (fraction trainings) and the levers table (issue #19), where the grid has them."""
+    """The data-efficiency report (fraction trainings) and the levers table (issue #19), where the grid has them.
+    Their command is the one that trains them: a --report-only rewrite names the training command."""
+    command = command.replace(" --report-only", "")
     if any(r.get("group") == "fraction" for r in res.records):
         efficiency.write(res.records, _side_out(res, res.args.efficiency_out, "efficiency"), command)
     if any(r.get("group") == "levers" for r in res.records):

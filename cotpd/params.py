@@ -283,3 +283,15 @@ class Layout:
         ds_root = ds_root if ds_root.is_absolute() else self.root / ds_root
         p = Path(rel)
         return p if p.is_absolute() else ds_root / p
+
+
+def absolute_roots(params: dict, root: Path, data: Path | None = None) -> dict:
+    """Every dataset root made absolute (a run in another folder still finds its data), the real
+    datasets (roots outside the project, `../...`) moved to `data`/<their folder name> when given."""
+    for ds in params["datasets"].values():
+        rel = Path(ds["root"])
+        if data is not None and ".." in rel.parts:
+            ds["root"] = str((data / rel.name).resolve())
+        elif not rel.is_absolute():
+            ds["root"] = str((root / rel).resolve())
+    return params

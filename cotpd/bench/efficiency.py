@@ -8,11 +8,11 @@ drawn from the training seed (cotpd.training.corpus.subset).
 """
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from .. import plots
+from .stats import mean_std, signed
 from ..io import atomic_write, write_json
 
 VARIANTS = ("baseline", "knowledge", "cotpd")
@@ -31,10 +31,6 @@ def efficiency_records(records: Iterable[dict]) -> list[dict]:
         rec["fraction"] = float(r.get("fraction") or 1.0)
         out.append(rec)
     return sorted(out, key=lambda r: (r["dataset"], r["fraction"], VARIANTS.index(r["variant"]), r["seed"]))
-
-
-def mean_std(xs: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
 def fmt(xs: Sequence[float]) -> str:
@@ -61,9 +57,7 @@ def table(recs: list[dict], dataset: str) -> list[str]:
         test = {v: [r["test_f1"] for r in at if r["variant"] == v] for v in VARIANTS}
         dev = {v: [r["dev_f1"] for r in at if r["variant"] == v and r["dev_f1"] is not None] for v in VARIANTS}
         gain = paired_gain(at)
-        gain_s = "–" if not gain else (f"{100 * statistics.fmean(gain):+.2f}"
-                                       + (f" ± {100 * statistics.stdev(gain):.2f}" if len(gain) > 1 else "")
-                                       + f" ({len(gain)} seeds)")
+        gain_s = signed(gain, empty="–") + (f" ({len(gain)} seeds)" if gain else "")
         lines.append(f"| {frac:.0%} | {fmt(test['baseline'])} | {fmt(test['knowledge'])} | {fmt(test['cotpd'])} "
                      f"| {gain_s} | {fmt(dev['baseline'])} / {fmt(dev['cotpd'])} |")
     return lines + [""]

@@ -31,7 +31,7 @@ import yaml
 from ..args import root_of
 from ..io import atomic_write
 from ..model.encoder import build_tiny_encoder
-from ..params import read_params
+from ..params import absolute_roots, read_params
 from ..training.tracking import git_commit
 
 LIMIT_S = 300  # per step: the whole check must stay under 8 minutes on one GPU
@@ -41,12 +41,7 @@ def scratch_project(root: Path, work: Path, data: Path | None, device: str, tiny
     """A project root in `work`: params.yaml with dataset roots absolute (real ones under `data`),
     the device and bf16 set, the committed sample ledgers copied (the LLM stages replay them)."""
     params = read_params(root)
-    for ds in params["datasets"].values():
-        rel = Path(ds["root"])
-        if data is not None and ".." in rel.parts:
-            ds["root"] = str((data / rel.name).resolve())
-        elif not rel.is_absolute():
-            ds["root"] = str((root / rel).resolve())
+    absolute_roots(params, root, data)
     params["train"].update(device=device, bf16=True)
     if tiny is not None:
         params["train"].update(encoder=str(tiny), epochs=1, max_length=32, knowledge_max_length=48)

@@ -31,7 +31,7 @@ from ..errors import CotpdError
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..model.encoder import build_tiny_encoder
 from ..model.teacher import KNOWLEDGE
-from ..params import Layout, apply_set, as_params, dataset_params, params_hash, read_params, resolve_dataset
+from ..params import Layout, absolute_roots, apply_set, as_params, dataset_params, params_hash, read_params, resolve_dataset
 from ..pipeline import run_stage
 from ..training.loop import prepare_training
 from ..training.registry import register_champions
@@ -75,12 +75,7 @@ class Bench:
         """params.yaml with dataset roots made absolute (the work folder is elsewhere), --data applied
         to the real datasets (by their folder name) and the mode's train overrides merged."""
         params = read_params(self.root)
-        for ds in params["datasets"].values():
-            rel = Path(ds["root"])
-            if data is not None and ".." in rel.parts:  # a real dataset: <data>/<its folder name>
-                ds["root"] = str((data / rel.name).resolve())
-            elif not rel.is_absolute():
-                ds["root"] = str((self.root / rel).resolve())
+        absolute_roots(params, self.root, data)
         params["train"].update(copy.deepcopy(self.mode.train))
         for ds in self.datasets:  # the mode wins over a dataset's own train overrides
             if ds not in params["datasets"]:

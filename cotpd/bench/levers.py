@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..io import write_json
+from .stats import pm, signed
 
 # name -> train.* overrides; the defaults of every key are in cotpd/config.py. Order: the report's.
 LEVERS: dict[str, dict] = {
@@ -57,17 +58,6 @@ def set_args(over: Mapping, prefix: str = "train") -> list[str]:
     return out
 
 
-def _pm(xs: list[float]) -> str:
-    return f"{xs[0]:.2f}" if len(xs) == 1 else f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs):.2f}"
-
-
-def _signed(xs: list[float]) -> str:
-    if not xs:
-        return "n/a"
-    m = statistics.fmean(xs)
-    return f"{m:+.2f}" + (f" ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else "")
-
-
 def _by_seed(recs: list[dict], **where) -> dict[int, dict]:
     return {r["seed"]: r for r in recs if all(r.get(k) == v for k, v in where.items()) and r.get("dev_f1") is not None}
 
@@ -105,7 +95,10 @@ def write(records: list[dict], out: Path, command: str, commit: str, mode_line: 
     L = ["# Levers for a bigger distillation gain, chosen on dev", "",
          f"- command: `{command}` (one lever: add `--levers NAME`; each row's `--set` also works on "
          "`cotpd train` and `cotpd bench --full`)",
-         f"- git commit: `{commit}`", f"- setting: {mode_line}",
+         f"- git commit of this report: `{commit}`; trainings by commit: "
+         + ", ".join(f"`{c}`" for c in sorted({str(r.get('git_commit')) for r in records if r.get("group") in ("main", "levers")
+                                              and r["dataset"] in datasets})),
+         f"- setting: {mode_line}",
          "- a lever is trained as CoTPD at every seed beside the default CoTPD, the baseline and the knowledge "
          "view on the same subset; gains are paired by seed. **Choose on the dev columns**; test is reported once.",
          f"- cost: mean training seconds per run against the default CoTPD's (×{COST_FLAG:g} or more is flagged)", ""]
@@ -117,8 +110,8 @@ def write(records: list[dict], out: Path, command: str, commit: str, mode_line: 
                 " **(≥ ×2: doubles the cost)**" if r["cost_vs_cotpd"] >= COST_FLAG else "")
             sets = " ".join(f"`--set {s}`" for s in r["set"]) or "params.yaml"
             secs = "n/a" if r["seconds"] is None else f"{r['seconds']:.0f}"
-            L.append(f"| {r['config']} | {sets} | {len(r['seeds'])} | {_pm(r['dev_f1'])} | {_signed(r['dev_vs_cotpd'])} "
-                     f"| {_signed(r['dev_vs_baseline'])} | {_pm(r['test_f1'])} | {_signed(r['test_vs_baseline'])} "
+            L.append(f"| {r['config']} | {sets} | {len(r['seeds'])} | {pm(r['dev_f1'], 1)} | {signed(r['dev_vs_cotpd'], 1)} "
+                     f"| {signed(r['dev_vs_baseline'], 1)} | {pm(r['test_f1'], 1)} | {signed(r['test_vs_baseline'], 1)} "
                      f"| {secs} | {cost} |")
         L.append("")
     if notes is not None and notes.exists():  # hand-written rows of levers measured elsewhere (their commands inside)

@@ -17,6 +17,7 @@ from .args import BenchArgs
 from . import efficiency, levers
 from .cross import cross_lines
 from .spec import Mode
+from .stats import mean_std, pm  # noqa: F401 (pm: the tests and callers know it from here)
 from .speed import hardware, speed_lines
 
 
@@ -60,20 +61,6 @@ def _input(res: GridResult, ds: str, variant: str) -> str:
     if variant == "knowledge" and not res.grains.get(ds):
         return "text + caption (knowledge view, no CoT)"
     return INPUT[variant]
-
-
-def mean_std(xs: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single seed, which `pm` prints without a ±)."""
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
-def pm(xs: list, scale: float = 100.0) -> str:
-    xs = [x * scale for x in xs if x is not None]
-    if not xs:
-        return "n/a"
-    m, s = mean_std(xs)
-    # one seed has no spread: "74.20 ± 0.00" would read as three seeds that agreed exactly
-    return f"{m:.2f} ± {s:.2f}" if len(xs) > 1 else f"{m:.2f}"
 
 
 def _rows(records: list[dict], **match) -> list[dict]:

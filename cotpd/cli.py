@@ -55,9 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--trained-on", metavar="DATASET", default=None,
                            help="cross-dataset: score the students trained on DATASET on this dataset's "
                                 "test split (entity types mapped through both datasets' type_map)")
-            p.add_argument("--model", metavar="MODEL", default=None,
+            p.add_argument("--model", metavar="MODEL", action="append", default=None,
                            help="score this one student instead (a trained folder or an MLflow runs:/<id>/model "
-                                "URI) on any dataset of its task; writes outputs/<ds>/metrics/cross/<model>.json")
+                                "URI) on any dataset of its task; writes outputs/<ds>/metrics/cross/<model>.json. "
+                                "Repeated: the students' majority vote, each member scored beside it "
+                                "(cotpd.training.ensemble)")
             p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="with --model")
             p.add_argument("--out", type=Path, default=None, help="with --model: where the metrics JSON goes")
             p.add_argument("--unmapped", default="error", choices=["error", "miss"],
@@ -93,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
             kw = {"variant": args.variant, "fresh": args.fresh} if args.command == "train" else {}
             if args.command == "evaluate" and args.trained_on:
                 kw["cross_from"] = args.trained_on
-            if args.command == "evaluate" and args.model:  # one model, not the stage (loads torch: by name)
-                summary = importlib.import_module("cotpd.training.cross").evaluate_model(
+            if args.command == "evaluate" and args.model and len(args.model) > 1:  # loads torch: by name
+                summary = importlib.import_module("cotpd.training.ensemble").evaluate_ensemble(
                     args.dataset, root, params, args.model, args.split, args.out, args.unmapped)
+            elif args.command == "evaluate" and args.model:  # one model, not the stage (loads torch: by name)
+                summary = importlib.import_module("cotpd.training.cross").evaluate_model(
+                    args.dataset, root, params, args.model[0], args.split, args.out, args.unmapped)
             else:
                 summary = run_stage(args.command, args.dataset, root, params, **kw)
     except CotpdError as exc:

@@ -27,6 +27,8 @@ class BenchArgs:
     data: Path | None = _arg(None, "folder holding twitter2015/ and mnre/ (default: params.yaml)")
     budget_min: float | None = _arg(None, "skip trainings after this many minutes")
     log_models: bool = _arg(False, "also log every student as an MLflow model")
+    keep_models: bool = _arg(False, "keep every main-grid student in <out>/runs/models (default: the first seed's "
+                                    "only), e.g. for `cotpd evaluate --model` x3, the seeds' ensemble")
     speed: bool = _arg(True, "measure the speed section (--no-speed: skip it)")
     rebuild: bool = _arg(False, "rerun upstream stages even where outputs exist")
     variants: list[Variant] | None = _arg(None, "train only these variants now "
@@ -63,6 +65,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", default=None, help=HELP["datasets"])
     p.add_argument("--budget-min", type=float, default=None, help=HELP["budget_min"])
     p.add_argument("--log-models", action="store_true", help=HELP["log_models"])
+    p.add_argument("--keep-models", action="store_true", help=HELP["keep_models"])
     p.add_argument("--no-speed", dest="speed", action="store_false", help="skip the speed section")
     p.add_argument("--rebuild", action="store_true", help=HELP["rebuild"])
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, help=HELP["variants"])
@@ -79,7 +82,8 @@ def bench_args(ns: argparse.Namespace) -> BenchArgs:
     """The parsed command line as BenchArgs (--set parsed into a nested mapping)."""
     return BenchArgs(mode=ns.mode or "quick", seeds=ns.seeds, datasets=ns.datasets,
                      data=ns.data.resolve() if ns.data else None, budget_min=ns.budget_min,
-                     log_models=ns.log_models, speed=ns.speed, rebuild=ns.rebuild, variants=ns.variants,
+                     log_models=ns.log_models, keep_models=ns.keep_models, speed=ns.speed, rebuild=ns.rebuild,
+                     variants=ns.variants,
                      groups=ns.groups, fresh=ns.fresh, report_only=ns.report_only,
                      efficiency_out=ns.efficiency_out, levers=ns.levers, ablations_out=ns.ablations_out,
                      overrides=parse_set(getattr(ns, "set", None) or []))

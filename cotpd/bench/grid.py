@@ -206,7 +206,8 @@ class Bench:
             tr.log_result(res)
             if self.args.log_models:
                 tr.log_student_model(res.model_dir, dp.task)
-        if spec.group != "main" or (spec.seed != self.base_seed and not (self.mode.screen or self.args.levers)):
+        keep_all = self.mode.screen or self.args.levers or self.args.keep_models
+        if spec.group != "main" or (spec.seed != self.base_seed and not keep_all):
             shutil.rmtree(model_dir, ignore_errors=True)  # one model per dataset/variant (speed); levers: teachers
         if spec.knowledge_grains:
             shutil.rmtree(data_root, ignore_errors=True)

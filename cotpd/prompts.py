@@ -12,11 +12,12 @@ A prompt's version is ``<name>:<first 8 hex of the SHA-256 of the file>``; it go
 ``ChatRequest`` built from the prompt, so editing a prompt file changes the request keys (the
 ledger then treats the edited prompt as a new question) and the Dagster asset code version.
 
-Placeholders are ``{name}`` with a lowercase identifier. Substitution is a single regex pass over
-the template, never ``str.format``: braces inside a tweet cannot break rendering and a value is
-never re-scanned for placeholders. Values are data, so closing/opening tags of our delimiters
-(``</tweet>``, ``<head>`` ...) inside a value are defused: a tweet cannot end its own data block
-and smuggle instructions into the prompt (prompt injection).
+Placeholders are ``{name}`` with a lowercase identifier. The template is split at them once (a
+regex), never read by ``str.format`` as written: braces inside a tweet cannot break rendering and a
+value is never re-scanned for placeholders (``messages`` renders by a %-format of the pieces, their
+own ``%`` doubled, which substitutes each value once, as ``render``'s join does). Values are data,
+so closing/opening tags of our delimiters (``</tweet>``, ``<head>`` ...) inside a value are defused:
+a tweet cannot end its own data block and smuggle instructions into the prompt (prompt injection).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
 from pathlib import Path
 
 from .errors import ConfigError
@@ -78,16 +80,51 @@ class Prompt:
 
     def messages(self, **values) -> tuple:
         """The chat messages for these values (extra values are ignored, missing ones raise)."""
-        msgs = []
-        if self.system:
-            msgs.append({"role": "system", "content": self.render("system", **values)})
-        msgs.append({"role": "user", "content": self.render("user", **values)})
-        return tuple(msgs)
+        return self.messages_of(values)
+
+    @cached_property
+    def _formats(self) -> tuple[frozenset[str], tuple[tuple[str, str, itemgetter | None, bool], ...]]:
+        """For `messages_of`: the names both parts need, and per message (role, text, getter, one):
+        a part without placeholders is its text (getter None); one with them a %-format (the literal
+        pieces with their own `%` doubled, `%s` between them) of its names' values, which `getter`
+        takes from the values in order (`one`: a single name, which itemgetter returns bare). A
+        replay renders 71k prompts: `render` per part (its checks, a join, a call of _defuse per
+        value) took 11.7-12.8 us a prompt, `messages_of` 3.4 us (cot_multimodal_re). test_prompts: same text."""
+        names, parts = set(), []
+        for role, text in (("system", self.system), ("user", self.user)):
+            if role == "system" and not text:
+                continue
+            literals, part_names = self._parts[role]
+            names.update(part_names)
+            if part_names:
+                fmt = "%s".join(lit.replace("%", "%%") for lit in literals)
+                parts.append((role, fmt, itemgetter(*part_names), len(part_names) == 1))
+            else:
+                parts.append((role, text, None, False))
+        return frozenset(names), tuple(parts)
+
+    def messages_of(self, values: dict) -> tuple:
+        """`messages(**values)` for a dict of values (no keyword copy)."""
+        names, parts = self._formats
+        if not names <= values.keys():
+            for role, *_ in parts:
+                self.render(role, **values)  # raises naming the missing values, part by part
+        out = []
+        for role, content, getter, one in parts:  # loops, not comprehensions: faster here (3.11)
+            if getter is not None:
+                args = (getter(values),) if one else getter(values)
+                for v in args:  # the usual values (str without "<") need no _defuse
+                    if type(v) is not str or "<" in v:
+                        args = tuple(map(_defuse, args))
+                        break
+                content = content % args
+            out.append({"role": role, "content": content})
+        return tuple(out)
 
 
 def _defuse(value) -> str:
     """A value as inert data: str() it, and turn delimiter tags into look-alikes (`<tweet>` -> `‹tweet›`)."""
-    text = "" if value is None else str(value)
+    text = value if type(value) is str else "" if value is None else str(value)
     if "<" not in text:  # every tag starts with one: most values need no regex at all
         return text
     return _TAG.sub(lambda m: f"‹{m.group(1)}{m.group(2)}›", text)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from pathlib import Path
 
@@ -9,13 +10,13 @@ import pytest
 
 import cotpd.llm
 from cotpd import prompts
-from cotpd.errors import ConfigError
+from cotpd.errors import ConfigError, DataError
 from cotpd.io import read_jsonl, write_jsonl
 from cotpd.knowledge import build_requests
 from cotpd.llm.base import ChatResponse
 from cotpd.params import Layout, dataset_params, read_params
 from cotpd.readers import read_split
-from cotpd.records import NerSample, ReSample, Span, write_records
+from cotpd.records import NerSample, ReSample, Span, from_dict, read_records, to_dict, write_records
 from cotpd.stages import captions, knowledge, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,3 +219,25 @@ def test_shipped_sample_ledger_replays_with_zero_calls(dataset, tmp_path, monkey
     rows = read_jsonl(lay.knowledge)
     assert {r["grain"] for r in rows} == set(dataset_params(params, dataset).cot.grains)
     assert all(r["text"] for r in rows) and all(r["source"] == "llm" for r in rows)
+
+
+
+def test_read_records_reads_what_read_jsonl_reads(tmp_path):
+    """read_records parses with orjson and falls back to json for what only json reads (NaN, an
+    escaped lone surrogate, integers past 64 bits): the samples are those of json's rows; a bad line
+    is named by file and line."""
+    samples = [NerSample(id="train-0", tokens=["RT", "@a", "{x}", "é", "😀"], labels=["O"] * 5, image_id="1.jpg",
+                         caption="a <tweet> cap", meta={"score": float("nan"), "big": 2**70, "odd": "\ud800"}),
+               ReSample(id="train-1", tokens=["A", "b"], head=Span(0, 1, "A", "per"), tail=Span(1, 2, "b", None),
+                        relation="/per/loc/place_of_residence", knowledge={"noun": "k"}, split="valid")]
+    path = tmp_path / "train.jsonl"
+    # ASCII escapes (the lone surrogate has no UTF-8), blank lines around (skipped)
+    path.write_text("\n" + "".join(json.dumps(to_dict(s)) + "\n" for s in samples) + "\n\n", encoding="utf-8")
+    got = read_records(path)
+    as_json = [json.dumps(to_dict(s), sort_keys=True) for s in got]
+    assert as_json == [json.dumps(to_dict(from_dict(d)), sort_keys=True) for d in read_jsonl(path)]
+    assert as_json == [json.dumps(to_dict(s), sort_keys=True) for s in samples]
+    assert isinstance(got[1].head, Span) and got[1].tail.type is None and got[0].meta["big"] == 2**70
+    path.write_text(path.read_text(encoding="utf-8") + '{"id": "train-2", "tokens": [}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.jsonl:6: not valid JSON"):
+        read_records(path)

@@ -18,7 +18,7 @@ from cotpd.config import LLMCfg
 from cotpd.errors import DataError
 from cotpd.llm import ChatRequest, ChatResponse, Ledger, build_runner, make_request
 from cotpd.llm import ledger_rows
-from cotpd.llm.base import _orjson_writes_key_bytes, _plain, key_of
+from cotpd.llm.base import _orjson_writes_key_bytes, _plain, every_code_point, key_of
 from cotpd.llm.ledger import gc_paused
 
 
@@ -198,6 +198,26 @@ def test_gc_is_paused_only_for_the_bulk_work_and_restored():
         gc.enable()
 
 
+def test_what_a_pause_made_goes_to_the_oldest_generation_unless_something_is_frozen():
+    """After a pause its objects are not in the young generations (the next collections do not scan
+    them); where another part of the process froze objects, those stay frozen."""
+    def young_ids():
+        return {id(o) for g in (0, 1) for o in gc.get_objects(generation=g)}
+    with gc_paused():
+        made = [[i] for i in range(1000)]  # lists: always tracked (a dict of ints is not)
+        assert id(made[-1]) in young_ids()
+    assert not {id(d) for d in made} & young_ids() and gc.get_freeze_count() == 0
+    assert any(o is made for o in gc.get_objects(generation=2))
+    gc.freeze()  # `made` among the frozen
+    try:
+        with gc_paused():
+            later = [[i] for i in range(1000)]
+        generations = {id(o) for g in (0, 1, 2) for o in gc.get_objects(generation=g)}
+        assert id(made) not in generations and id(later) in young_ids()
+    finally:
+        gc.unfreeze()
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     from cotpd.config import LLMCfg
@@ -235,3 +255,39 @@ def test_sigkill_mid_stage_then_rerun_records_each_response_once(fake_llm, tmp_p
                 for i in range(50)}
     assert len(keys) == len(set(keys)) == 50 and set(keys) == expected
     assert fake_llm.chat_calls < 100  # only requests in flight at the kill were asked twice
+
+
+def test_fast_constructors_make_what_the_dataclass_makes(tmp_path):
+    """ChatRequest.of (make_request's way, no frozen __init__) and make_request(copy=False) build the
+    same request, key included, as ChatRequest(...); Ledger.get (positional) the same response as
+    ChatResponse(...) by keyword; the probe string holds every code point once."""
+    msgs = ({"role": "system", "content": "s"}, {"role": "user", "content": "ü {x} 😀"})
+    fields = dict(messages=msgs, model="m", temperature=0.0, max_tokens=48, seed=None, prompt_version="p:1",
+                  sample_key="d:train-1:noun")
+    slow, fast = ChatRequest(**fields), ChatRequest.of(**fields)
+    assert vars(fast) == vars(slow) and fast == slow and fast.key == slow.key == key_of(slow.canonical())
+    llm = LLMCfg(model="m", temperature=0.0, seed=None)
+    copied, kept = (make_request(llm, list(msgs), "p:1", "d:train-1:noun", max_tokens=48, copy=c) for c in (True, False))
+    assert copied == kept == slow and copied.key == kept.key == slow.key
+    assert kept.messages[1] is msgs[1] and copied.messages[1] is not msgs[1]
+    path = tmp_path / "ledger.jsonl"
+    Ledger(path).append(slow, ChatResponse(key=slow.key, text="t", prompt_tokens=3, completion_tokens=4, model="m@fp",
+                                           created=5.0), "knowledge", backend="openai")
+    assert Ledger(path).get(slow.key) == ChatResponse(key=slow.key, text="t", prompt_tokens=3, completion_tokens=4,
+                                                      model="m@fp", cached=True, created=5.0,
+                                                      extra={"stage": "knowledge", "backend": "openai"})
+    every = every_code_point()
+    assert len(every) == 0x110000 - 0x800 and every[:3] == "\x00\x01\x02" and every[-1] == "\U0010ffff"
+    assert list(map(ord, every)) == [*range(0xD800), *range(0xE000, 0x110000)]
+
+
+def test_plain_remembers_only_numbers_it_has_checked():
+    """_plain keeps the (temperature, max_tokens, seed) it found plain; a request with other numbers
+    (1e-07: orjson writes 1e-7) is still checked, before and after a plain one with its type."""
+    def req(temperature, max_tokens=48, seed=0):
+        return ChatRequest(messages=({"role": "user", "content": "q"},), model="m", temperature=temperature,
+                           max_tokens=max_tokens, seed=seed)
+    for _ in range(2):
+        assert _plain(req(0.25)) and _plain(req(-0.0)) and _plain(req(0.25, seed=None))
+        assert not _plain(req(1e-07)) and not _plain(req(float("inf"))) and not _plain(req(0.25, max_tokens=2**64))
+        assert not _plain(req(0.25, seed=True)) and not _plain(req(1)) and not _plain(req(0.25, max_tokens=48.0))

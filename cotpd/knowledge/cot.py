@@ -20,7 +20,8 @@ from ..captions.table import read_caption_table
 from ..config import DatasetParams, Grain, LLMCfg, Split
 from ..errors import ConfigError, CotpdError
 from ..io import read_jsonl
-from ..llm import ChatRequest, ChatResponse, Runner, build_runner, make_request
+from ..llm import ChatRequest, ChatResponse, Runner, as_llm_cfg, build_runner, make_request
+from ..llm.ledger import gc_paused
 from ..params import Layout
 from ..prompts import Prompt, cot_prompt_name, load
 from ..readers import load_precomputed_knowledge
@@ -32,15 +33,17 @@ STAGE = "knowledge"  # the runner's stats and the ledger's `stage` field
 def read_samples(layout: Layout, splits: list[Split], max_samples: int | None) -> list[Sample]:
     """The prepared samples of `splits`, the first `max_samples` of each (None: all)."""
     samples = []
-    for split in splits:
-        recs = read_records(layout.raw(split))
-        samples.extend(recs[:max_samples] if max_samples is not None else recs)
+    with gc_paused():
+        for split in splits:
+            recs = read_records(layout.raw(split))
+            samples.extend(recs[:max_samples] if max_samples is not None else recs)
     return samples
 
 
 def sample_captions(layout: Layout, samples: list[Sample]) -> dict[str, str]:
     """sample id -> caption: captions.jsonl first (the captions stage), else the record's own."""
-    by_image = read_caption_table(layout)
+    with gc_paused():
+        by_image = read_caption_table(layout)
     out = {}
     for s in samples:
         cap = (by_image.get(s.image_id) if s.image_id else None) or s.caption
@@ -54,21 +57,27 @@ def build_requests(dataset: str, samples: list[Sample], grains: list[Grain], llm
                    ) -> tuple[list[tuple[Sample, Grain]], list[ChatRequest], int]:
     """(sample, grain) pairs and their requests, plus how many multimodal asks were skipped.
     `max_tokens`: the CoT answer budget (cot.max_tokens; None: llm.max_tokens)."""
-    prompts: dict[str, Prompt] = {}
+    prompts: dict[tuple[str, Grain], Prompt] = {}  # (task, grain) -> its prompt, loaded once
+    llm = as_llm_cfg(llm)  # validated once, not per request
     pairs, requests, skipped = [], [], 0
-    for s in samples:
-        for grain in grains:
-            if grain == "multimodal" and s.id not in captions:
-                skipped += 1
-                continue
-            name = cot_prompt_name(grain, s.task)
-            prompt = prompts.get(name) or prompts.setdefault(name, load(name, prompt_dir))
-            values = {"text": s.text, "caption": captions.get(s.id, "")}
-            if s.task == "re":
-                values.update(head=s.head.name, tail=s.tail.name)
-            requests.append(make_request(llm, prompt.messages(**values), prompt.version,
-                                         f"{dataset}:{s.id}:{grain}", max_tokens=max_tokens))
-            pairs.append((s, grain))
+    with gc_paused():  # tens of thousands of acyclic dicts: see llm.ledger.gc_paused
+        for s in samples:
+            values = None  # the sample's values, made once for all its grains
+            for grain in grains:
+                if grain == "multimodal" and s.id not in captions:
+                    skipped += 1
+                    continue
+                prompt = prompts.get((s.task, grain))
+                if prompt is None:
+                    prompt = prompts[s.task, grain] = load(cot_prompt_name(grain, s.task), prompt_dir)
+                if values is None:
+                    values = {"text": s.text, "caption": captions.get(s.id, "")}
+                    if s.task == "re":
+                        values.update(head=s.head.name, tail=s.tail.name)
+                # the messages are made here for this request alone: no copy (make_request)
+                requests.append(make_request(llm, prompt.messages_of(values), prompt.version,
+                                             f"{dataset}:{s.id}:{grain}", max_tokens=max_tokens, copy=False))
+                pairs.append((s, grain))
     return pairs, requests, skipped
 
 
@@ -76,9 +85,10 @@ def llm_records(pairs: list[tuple[Sample, Grain]], requests: list[ChatRequest],
                 responses: list[ChatResponse]) -> list[dict]:
     if len(responses) != len(requests):
         raise CotpdError(f"LLM runner answered {len(responses)} of {len(requests)} requests")
-    return [{"sample_id": s.id, "split": s.split, "grain": grain, "text": (resp.text or "").strip(),
-             "source": "llm", "model": resp.model or req.model, "key": req.key}
-            for (s, grain), req, resp in zip(pairs, requests, responses)]
+    with gc_paused():
+        return [{"sample_id": s.id, "split": s.split, "grain": grain, "text": (resp.text or "").strip(),
+                 "source": "llm", "model": resp.model or req.model, "key": req.key}
+                for (s, grain), req, resp in zip(pairs, requests, responses)]
 
 
 def precomputed_records(dp: DatasetParams, root: Path, samples: list[Sample]) -> list[dict]:
@@ -135,20 +145,22 @@ def generate(dp: DatasetParams, root: Path, llm: Runner | None = None, prompt_di
     runner to use instead of one built (and closed) here over the dataset's knowledge ledger."""
     layout = Layout(Path(root), dp.dataset.name)
     cot = dp.cot
-    samples = [] if cot.source == "none" else read_samples(layout, cot.splits, cot.max_samples)
-    result = KnowledgeResult(source=cot.source, grains=list(cot.grains), samples=samples)
-    if cot.source in ("llm", "both") and cot.grains and samples:
-        pairs, requests, result.multimodal_skipped = build_requests(
-            dp.dataset.name, samples, cot.grains, dp.llm, sample_captions(layout, samples), prompt_dir,
-            max_tokens=cot.max_tokens)
-        if requests:
-            runner = llm if llm is not None else build_runner(dp.llm, layout.ledger_for(STAGE))
-            try:
-                result.records.extend(llm_records(pairs, requests, runner.run(requests, STAGE)))
-                result.llm_stats = runner.stats(STAGE)
-            finally:
-                if llm is None:  # a runner built here, closed here
-                    runner.close()
+    requests = []
+    with gc_paused():  # one pause (and one collection after it) for reading and building, not three
+        samples = [] if cot.source == "none" else read_samples(layout, cot.splits, cot.max_samples)
+        result = KnowledgeResult(source=cot.source, grains=list(cot.grains), samples=samples)
+        if cot.source in ("llm", "both") and cot.grains and samples:
+            pairs, requests, result.multimodal_skipped = build_requests(
+                dp.dataset.name, samples, cot.grains, dp.llm, sample_captions(layout, samples), prompt_dir,
+                max_tokens=cot.max_tokens)
+    if requests:
+        runner = llm if llm is not None else build_runner(dp.llm, layout.ledger_for(STAGE))
+        try:
+            result.records.extend(llm_records(pairs, requests, runner.run(requests, STAGE)))
+            result.llm_stats = runner.stats(STAGE)
+        finally:
+            if llm is None:  # a runner built here, closed here
+                runner.close()
     if cot.source in ("precomputed", "both") and samples:
         result.records.extend(precomputed_records(dp, root, samples))
     return result

@@ -70,13 +70,15 @@ class LLMRunner:
             st["cache_hits"] += len(requests) - len(unique)  # in-call duplicates are answered once
             answers: dict[str, ChatResponse] = {}
             todo: list[ChatRequest] = []
+            get, refresh, refreshed, hits = self.ledger.get, self.mode == "refresh", self._refreshed, 0
             for key, r in unique.items():
-                hit = None if self.mode == "refresh" and key not in self._refreshed else self.ledger.get(key)
+                hit = None if refresh and key not in refreshed else get(key)
                 if hit is not None:
                     answers[key] = hit
-                    st["cache_hits"] += 1
+                    hits += 1
                 else:
                     todo.append(r)
+            st["cache_hits"] += hits
         if todo and self.mode == "replay":
             raise LedgerMiss(
                 f"{len(todo)} of {len(unique)} requests of stage {stage!r} are not in the ledger "
@@ -84,6 +86,8 @@ class LLMRunner:
                 "Run with --set llm.mode=record to ask the LLM.")
         if todo:
             self._call(todo, stage, answers)  # the collector runs as usual while the LLM answers
+        if len(unique) == len(keys):  # no duplicates (the usual case): one answer each
+            return [answers[k] for k in keys]
         # duplicates get their own copy so a caller mutating one answer does not change another
         seen: set = set()
         out = []
@@ -192,11 +196,13 @@ def as_llm_cfg(llm: LLMCfg | dict) -> LLMCfg:
 
 
 def make_request(llm: LLMCfg | dict, messages: list | tuple, prompt_version: str = "", sample_key: str = "",
-                 max_tokens: int | None = None, model: str | None = None) -> ChatRequest:
+                 max_tokens: int | None = None, model: str | None = None, copy: bool = True) -> ChatRequest:
     """The one way a stage builds a ChatRequest: model, temperature, max_tokens and seed from the
     `llm` section. `max_tokens` (a stage's own answer budget; None or 0: llm.max_tokens) and
-    `model` (e.g. a vision model for captions) override it. Every field is part of the ledger key."""
+    `model` (e.g. a vision model for captions) override it. Every field is part of the ledger key.
+    The messages are copied (the key is computed once: a caller's later edit must not change the
+    request) unless `copy=False`: for dicts made for this request alone and not kept by the caller
+    (Prompt.messages), whose copy would be waste in a 71k-request replay."""
     llm = as_llm_cfg(llm)
-    return ChatRequest(messages=tuple(dict(m) for m in messages), model=model or llm.model,
-                       temperature=llm.temperature, max_tokens=max_tokens or llm.max_tokens, seed=llm.seed,
-                       prompt_version=prompt_version, sample_key=sample_key)
+    return ChatRequest.of(tuple(dict(m) for m in messages) if copy else tuple(messages), model or llm.model,
+                          llm.temperature, max_tokens or llm.max_tokens, llm.seed, prompt_version, sample_key)

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import orjson
+
 from .errors import DataError
 
 
@@ -48,18 +50,26 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read JSON lines; a bad line raises DataError naming the file and line."""
+def iter_jsonl(path: str | Path) -> Iterator[Any]:
+    """The rows of a JSON-lines file, parsed with orjson (2.3x json: a replay reads 24k samples);
+    what orjson refuses and json reads (NaN, 1E400, escaped lone surrogates, integers past 64 bits)
+    is read by json. A bad line raises DataError naming the file and line."""
     path = Path(path)
-    rows = []
     for lineno, line in enumerate(read_text_lines(path), start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataError(path, lineno, f"not valid JSON: {exc.msg}") from None
-    return rows
+            yield orjson.loads(line)
+        except orjson.JSONDecodeError:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(path, lineno, f"not valid JSON: {exc.msg}") from None
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read JSON lines (`iter_jsonl`) into a list."""
+    return list(iter_jsonl(path))
 
 
 def write_json(path: str | Path, obj: Any) -> None:

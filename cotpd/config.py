@@ -171,8 +171,8 @@ class DistillCfg(Section):
     hidden_weight: float = Field(0.0, ge=0)                # + weight * MSE of the views' head features
     warmup_epochs: int = Field(0, ge=0)                    # extra first epochs: knowledge view's task loss only
     lambda_ramp: float = Field(0.0, ge=0, le=1)            # lambda 0 -> lambda over this fraction of steps
-    # two-stage CoTPD (cotpd.model.teacher): a trained `knowledge` student's folder, or "auto" for
-    # the knowledge model of the same dataset (the pipeline's, or the bench's of the same seed)
+    # two-stage CoTPD (cotpd.model.teacher): a trained `knowledge` student's folder, or "auto": the
+    # training trains its knowledge view first (cotpd.training.job; the bench: its model of the seed)
     teacher: str | None = None
 
     @model_validator(mode="after")

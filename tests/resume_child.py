@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from cotpd.training import checkpoint, loop  # noqa: E402
+from cotpd.training import checkpoint, job, loop  # noqa: E402
 
 
 def pause(mark: Path) -> None:
@@ -55,7 +55,7 @@ def main() -> int:
             return collate(*args, **kw)
         loop.collate = collate_then_pause
     if argv[:2] == ["-m", "cotpd.training"]:
-        return loop.main(argv[2:])
+        return job.main(argv[2:])
     from cotpd.cli import main as cli_main
 
     return cli_main(argv)

@@ -28,7 +28,7 @@ from cotpd import cli  # noqa: E402
 from cotpd.model import build_tiny_encoder  # noqa: E402
 from cotpd.params import Layout, dataset_params  # noqa: E402
 from cotpd.pipeline import run_stage  # noqa: E402
-from cotpd.training import loop  # noqa: E402
+from cotpd.training import job, loop  # noqa: E402
 from cotpd.training.checkpoint import resume_path  # noqa: E402
 
 from tracking_helpers import project_params  # noqa: E402
@@ -51,7 +51,7 @@ def proj(tmp_path_factory):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     for stage in ("prepare", "captions"):
         run_stage(stage, DS, root, params)
-    ref = loop.train_and_evaluate(DS, VARIANT, params, root, model_dir=base / "reference")
+    ref = job.train_and_evaluate(DS, VARIANT, params, root, model_dir=base / "reference")
     assert len(ref.history) == 3 and ref.resumed_from_epoch is None
     assert not resume_path(base / "reference").exists()  # a finished training drops its checkpoint
     return {"root": root, "base": base, "params": params, "ref": ref}
@@ -86,7 +86,7 @@ def train_cmd(model_dir: Path, *extra: str) -> list[str]:
 
 def run_main(proj, model_dir: Path, capsys, *extra: str) -> tuple[int, dict | None, str]:
     capsys.readouterr()
-    rc = loop.main(train_cmd(model_dir, *extra)[2:] + ["--root", str(proj["root"])])
+    rc = job.main(train_cmd(model_dir, *extra)[2:] + ["--root", str(proj["root"])])
     out, err = capsys.readouterr()
     return rc, (json.loads(out[out.index("{"):]) if rc == 0 else None), err
 
@@ -176,7 +176,7 @@ def test_changed_params_train_from_scratch_and_say_why(proj, killed, tmp_path, c
     params = copy.deepcopy(proj["params"])
     params["train"]["lr"] = 2 * params["train"]["lr"]
     with caplog.at_level(logging.INFO, logger="cotpd.training"):
-        res = loop.train_and_evaluate(DS, VARIANT, params, proj["root"], model_dir=model_dir, evaluate_test=False)
+        res = job.train_and_evaluate(DS, VARIANT, params, proj["root"], model_dir=model_dir, evaluate_test=False)
     assert res.resumed_from_epoch is None and len(res.history) == 3
     assert f"resume checkpoint {ckpt} was written with other params (params_hash" in caplog.text
     assert "resuming" not in caplog.text

@@ -21,7 +21,7 @@ from cotpd.model.student import build_student, load_student  # noqa: E402
 from cotpd.params import Layout, dataset_params, read_params, validate  # noqa: E402
 from cotpd.pipeline import run_stage  # noqa: E402
 from cotpd.records import iob2_labels  # noqa: E402
-from cotpd.training import loop  # noqa: E402
+from cotpd.training import job, loop  # noqa: E402
 from model_helpers import RE_LABELS, re_sample, tiny, tparams  # noqa: E402,F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,10 +111,13 @@ def test_a_teacher_that_does_not_fit_is_refused_by_name(tiny, ner_data, knowledg
         validate(TrainCfg, {"distill": {"teacher": "x", "hidden_weight": 1.0}}, "params.yaml")
 
 
-def test_at_knowledge_names_the_pipelines_knowledge_model(tmp_path):
+def test_auto_plans_the_knowledge_view_as_a_teacher_beside_the_student(tmp_path):
     params = read_params(ROOT)
     params["datasets"]["sample"]["root"] = str(ROOT / params["datasets"]["sample"]["root"])
     params["train"]["distill"]["teacher"] = teacher.KNOWLEDGE
     run_stage("prepare", "sample", tmp_path, params)
-    job = loop.prepare_training("sample", "cotpd", params, tmp_path)
-    assert job.corpus.dparams.train.distill.teacher == str(Layout(tmp_path, "sample").model_dir("knowledge"))
+    tjob = job.prepare_training("sample", "cotpd", params, tmp_path)
+    tdir = job.teacher_dir(Layout(tmp_path, "sample").model_dir("cotpd"))
+    assert tjob.corpus.dparams.train.distill.teacher == str(tdir) and tdir.name == "cotpd.teacher"
+    assert tjob.teacher.variant == "knowledge" and tjob.teacher.model_dir == tdir and tjob.teacher_done is None
+    assert tjob.teacher.corpus.dparams.train.distill.teacher == teacher.KNOWLEDGE  # its identity: no path in it

@@ -22,7 +22,8 @@ from cotpd.records import NerSample, ReSample, Span, iob2_labels, to_dict, write
 from cotpd.stages import evaluate as evaluate_stage
 from cotpd.stages import train as train_stage
 from cotpd.training.corpus import load_corpus
-from cotpd.training.loop import bare_loop_throughput, resolve_device, train, train_and_evaluate
+from cotpd.training.job import teacher_dir, train_and_evaluate
+from cotpd.training.loop import bare_loop_throughput, resolve_device, train
 
 TYPES = ["PER", "LOC"]
 NAMES = [("John", "Smith"), ("Mary", "Jones"), ("Ann", "Lee"), ("Bob", "Stone")]
@@ -153,6 +154,27 @@ def test_train_and_evaluate_and_stages(tiny, tmp_path):
     assert cm["trained_on"] == "toy" and cm["unknown_gold_types"] == {"EVENT": 1}
     assert "LOC" in cm["per_type"] and "MISC" not in cm["per_type"] and "EVENT" in cm["per_type"]
     assert cross["f1"]["cross_toy_baseline"] == cm["f1"] and not lay2.metrics_summary.exists()
+
+
+def test_two_stages_in_one_training_train_the_teacher_first_and_reuse_it_until_params_change(tiny, tmp_path):
+    """train.distill.teacher=auto under `cotpd train`/DVC: the knowledge view is trained first beside
+    the CoTPD folder, the student is distilled from it, and its cost counts the teacher's."""
+    params = project(tmp_path, tiny)
+    params["train"]["distill"]["teacher"] = "auto"
+    lay = Layout(tmp_path, "toy")
+    summary = train_stage.run("toy", tmp_path, params, variant="cotpd", tracker=False)
+    tdir = teacher_dir(lay.model_dir("cotpd"))
+    assert load_student(tdir).variant == "knowledge" and load_student(summary["model_dir"]).variant == "cotpd"
+    assert load_student(summary["model_dir"]).distill.teacher == str(tdir)
+    done = json.loads(tdir.with_name("cotpd.teacher.done.json").read_text())
+    assert summary["timings"]["teacher_s"] == pytest.approx(done["seconds"]) and done["seconds"] > 0
+    heads = (tdir / "heads.pt").stat().st_mtime_ns
+    again = train_and_evaluate("toy", "cotpd", params, tmp_path)  # a rerun: the finished teacher is reused
+    assert (tdir / "heads.pt").stat().st_mtime_ns == heads and again.teacher_dev_f1 == done["dev_f1"]
+    params["train"]["epochs"] = 1  # other params: the teacher is trained again, for them
+    train_and_evaluate("toy", "cotpd", params, tmp_path, evaluate_test=False)
+    assert (tdir / "heads.pt").stat().st_mtime_ns != heads
+    assert json.loads(tdir.with_name("cotpd.teacher.done.json").read_text())["identity"] != done["identity"]
 
 
 def test_corpus_joins_context_and_filters_augmented(tiny, tmp_path):

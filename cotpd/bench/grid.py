@@ -33,7 +33,7 @@ from ..model.encoder import build_tiny_encoder
 from ..model.teacher import KNOWLEDGE
 from ..params import Layout, absolute_roots, apply_set, as_params, dataset_params, params_hash, read_params, resolve_dataset
 from ..pipeline import run_stage
-from ..training.loop import prepare_training
+from ..training.job import prepare_training
 from ..training.registry import register_champions
 from ..training.tracking import training_run
 from .args import BenchArgs, bench_args, build_parser

@@ -19,7 +19,8 @@ from ..config import TrainCfg
 from ..model.student import build_student
 from ..records import Sample
 from ..training.corpus import load_corpus
-from ..training.loop import bare_loop_throughput, resolve_device, set_seed, train, train_and_evaluate, training_parser
+from ..training.job import train_and_evaluate, training_parser
+from ..training.loop import bare_loop_throughput, resolve_device, set_seed, train
 
 
 def bare_throughput(samples: Sequence[Sample], task: str, labels: list[str], variant: str, cfg: TrainCfg,

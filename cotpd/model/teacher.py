@@ -22,7 +22,9 @@ from .data import bucket_batches, collate
 from .infer import featurizer_for, to_device
 from .student import load_student
 
-KNOWLEDGE = "auto"  # train.distill.teacher: the knowledge model of the same dataset (and seed, in a bench)
+# train.distill.teacher: the knowledge view trained first by the same training (cotpd.training.job),
+# or in a bench the knowledge model of the same seed
+KNOWLEDGE = "auto"
 
 
 def prepare(student, path: str | Path, samples: Sequence[Sample], device) -> list[torch.Tensor]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import DatasetParams
 from ..params import Params, dataset_params
-from ..training.loop import prepare_training
+from ..training.job import prepare_training
 
 
 def _tracking(root: Path, dataset: str, variant: str, dp: DatasetParams, tracker, resume_run_id: str | None):

@@ -1,6 +1,6 @@
 """`python -m cotpd.training` / `torchrun ... -m cotpd.training`: train one variant of one dataset."""
 import sys
 
-from .loop import main
+from .job import main
 
 sys.exit(main())

@@ -1,41 +1,35 @@
 """Training loop for the student (any variant), single process or DDP under torchrun.
 
-`train(...)` runs the loop on samples; `train_and_evaluate(dataset, variant, params, root, seed)`
-loads a prepared dataset, trains, keeps the best dev checkpoint and scores it on test (what
-`cotpd bench` builds on). `bare_loop_throughput(...)` times a plain forward/backward/step loop over
-the same batches, to check that our loop's overhead stays small.
+`train(...)` runs the loop on samples, keeps the best dev checkpoint and scores it on test;
+cotpd.training.job loads a prepared dataset for it (what `cotpd train` and `cotpd bench` build
+on). `bare_loop_throughput(...)` times a plain forward/backward/step loop over the same batches,
+to check that our loop's overhead stays small.
 
-    torchrun --standalone --nproc_per_node 2 -m cotpd.training.loop --dataset sample --variant cotpd
+    torchrun --standalone --nproc_per_node 2 -m cotpd.training --dataset sample --variant cotpd
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from ..args import common, params_of, root_of, setup_logging
 from ..config import TrainCfg
-from ..errors import CotpdError
 from ..model import teacher
 from ..model.data import bucket_batches, collate
 from ..model.distill import lambda_at, warmup_epochs
 from ..model.infer import autocast, featurizer_for, to_device
-from ..model.student import VARIANTS, Student, build_student, load_student
-from ..params import Layout, Params
+from ..model.student import Student, build_student, load_student
 from ..records import Sample
 from . import checkpoint
-from .checkpoint import Progress, Resume
-from .corpus import Corpus, load_corpus
-from .evaluate import evaluate
 from .bare import bare_loop_throughput  # noqa: F401 (re-exported: its callers know it from here)
+from .checkpoint import Progress, Resume
+from .evaluate import evaluate
 from .runtime import StopVote, dist_env, make_optimizer, resolve_device, set_seed
 from .signals import Interrupted, stop_on_sigterm
 
@@ -56,6 +50,7 @@ class TrainResult:
     world_size: int = 1
     data: dict = field(default_factory=dict)  # corpus counts (augmented, with knowledge, ...)
     resumed_from_epoch: int | None = None  # epochs a resume checkpoint had completed; None: from scratch
+    teacher_dev_f1: float | None = None  # two stages: the dev F1 of the teacher trained first (cotpd.training.job)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -208,90 +203,3 @@ def end_epoch(model: Student, valid_samples: Sequence[Sample], eval_view: str, b
     prog.history.append(row)
     log.info("%s epoch %d%s: loss %.4f dev F1 %.4f%s", model.variant, epoch + 1,
              " (warmup)" if row["phase"] == "warmup" else "", row["loss"], dev["f1"], " (best)" if improved else "")
-
-
-@dataclass
-class TrainingJob:
-    """A training about to run: its corpus loaded and its resume checkpoint (if any) read, so that the
-    caller can continue the MLflow run the checkpoint names before the training starts."""
-
-    dataset: str
-    variant: str
-    corpus: Corpus
-    seed: int
-    model_dir: Path
-    save_params: dict
-    resume: Resume | None
-
-    @property
-    def resume_run_id(self) -> str | None:
-        return self.resume.run_id if self.resume is not None else None
-
-    def run(self, on_epoch_end: Callable[[int, dict], None] | None = None, evaluate_test: bool = True,
-            progress: bool | None = None, run_id: str | None = None) -> TrainResult:
-        c, dp = self.corpus, self.corpus.dparams
-        result = train(c.train, c.valid, task=c.task, labels=c.labels, variant=self.variant, cfg=dp.train,
-                       model_dir=self.model_dir, test_samples=c.test if evaluate_test else None, seed=self.seed,
-                       on_epoch_end=on_epoch_end, progress=progress, save_params=self.save_params,
-                       test_knowledge_view=dp.eval.view == "knowledge", resume=self.resume, run_id=run_id)
-        result.data = dict(c.stats)
-        return result
-
-
-def prepare_training(dataset: str, variant: str, params: Params | dict, root: str | Path, seed: int | None = None,
-                     model_dir: str | Path | None = None, fresh: bool = False) -> TrainingJob:
-    """Load `dataset` (prepared under root/outputs) and find the checkpoint to resume from (none with
-    `fresh`, or when it was written with other params or data)."""
-    root = Path(root)
-    corpus = load_corpus(dataset, root, params, seed)
-    dp = corpus.dparams
-    seed = dp.seed if seed is None else seed
-    model_dir = Path(model_dir) if model_dir else Layout(root, dataset).model_dir(variant)
-    if dp.train.distill.teacher == teacher.KNOWLEDGE:  # the knowledge model this pipeline trains
-        dp.train.distill.teacher = str(Layout(root, dataset).model_dir("knowledge"))
-    saved = {"dataset": dataset, "seed": seed, "train": dp.train.model_dump(mode="json", by_alias=True)}
-    ident = checkpoint.identity(corpus.train, corpus.valid, variant=variant, cfg=dp.train, seed=seed, params=saved,
-                                world=dist_env()[1])
-    return TrainingJob(dataset, variant, corpus, seed, model_dir, saved, checkpoint.find(model_dir, ident, fresh))
-
-
-def train_and_evaluate(dataset: str, variant: str, params: Params | dict, root: str | Path, seed: int | None = None,
-                       on_epoch_end: Callable[[int, dict], None] | None = None, model_dir: str | Path | None = None,
-                       evaluate_test: bool = True, progress: bool | None = None, fresh: bool = False) -> TrainResult:
-    """Load `dataset`, train `variant` (resuming its checkpoint unless `fresh`), score the best on test."""
-    job = prepare_training(dataset, variant, params, root, seed, model_dir, fresh)
-    return job.run(on_epoch_end, evaluate_test, progress)
-
-
-def training_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
-    """The arguments every training command line shares (this module's and cotpd.bench.student's)."""
-    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                parents=[common()])
-    p.add_argument("--dataset", required=True, help="dataset key in params.yaml")
-    p.add_argument("--variant", default="cotpd", choices=VARIANTS)
-    p.add_argument("--seed", type=int, default=None, help="default: params.yaml seed")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m cotpd.training` (and torchrun): train one variant of one prepared dataset."""
-    p = training_parser("python -m cotpd.training", __doc__)
-    p.add_argument("--model-dir", type=Path, default=None)
-    p.add_argument("--no-test", action="store_true", help="skip the test-set evaluation")
-    p.add_argument("--fresh", action="store_true", help="train from scratch, ignoring a resume checkpoint")
-    args = p.parse_args(argv)
-    setup_logging(args)
-    try:
-        root, params = root_of(args), params_of(args)
-        res = train_and_evaluate(args.dataset, args.variant, params, root, args.seed, model_dir=args.model_dir,
-                                 evaluate_test=not args.no_test, fresh=args.fresh)
-    except CotpdError as exc:
-        print(f"python -m cotpd.training: error: {exc}", file=sys.stderr)
-        return 2
-    if dist_env()[0] == 0:
-        print(json.dumps(res.to_dict(), indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -81,6 +81,11 @@ def test_levers_train_beside_the_grid_and_get_a_paired_table(project):
         assert t1["dev_vs_cotpd"][i] == pytest.approx(100 * (lev["dev_f1"] - cot["dev_f1"]))
         assert t1["test_vs_baseline"][i] == pytest.approx(100 * (lev["test_f1"] - bl["test_f1"]))
     assert ref["cost_vs_cotpd"] == pytest.approx(1.0) and base["cost_vs_cotpd"] > 0
+    # two stages cost their own training and, for a user who has no knowledge model yet, its teacher's
+    two, secs = rows["twostage"], lambda g, v, lab: [runs[(g, v, lab, s)]["seconds"] for s in (13, 14)]
+    with_teacher = [a + b for a, b in zip(secs("levers", "cotpd", "twostage"), secs("main", "knowledge", ""))]
+    assert two["cost_with_teacher"] == pytest.approx(sum(with_teacher) / sum(secs("main", "cotpd", "")))
+    assert t1["cost_with_teacher"] is None and "with its teacher's training" in (abl / "README.md").read_text()
     text = (abl / "README.md").read_text(encoding="utf-8")
     assert "`--set train.distill.temperature=1.0`" in text and "## sample" in text
     assert "--levers T1" in text and "hand-written row" in text

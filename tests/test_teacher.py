@@ -1,12 +1,16 @@
 """Two-stage CoTPD (train.distill.teacher, cotpd.model.teacher): a trained knowledge view's logits
-are cached once, the student starts from it and trains its prompt view alone against them."""
+are cached once, the student starts from it and trains its prompt view alone against them; under
+bf16, DDP (the teacher trained first in the same torchrun) and the pyfunc raw-text path."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import mlflow  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -17,12 +21,15 @@ from cotpd.model import teacher  # noqa: E402
 from cotpd.model.data import collate  # noqa: E402
 from cotpd.model.distill import distill_kl  # noqa: E402
 from cotpd.model.infer import featurizer_for  # noqa: E402
+from cotpd.model.infer import entities, predict  # noqa: E402
 from cotpd.model.student import build_student, load_student  # noqa: E402
 from cotpd.params import Layout, dataset_params, read_params, validate  # noqa: E402
 from cotpd.pipeline import run_stage  # noqa: E402
 from cotpd.records import iob2_labels  # noqa: E402
+from cotpd.serving.pyfunc import StudentModel, pip_requirements, signature  # noqa: E402
 from cotpd.training import job, loop  # noqa: E402
 from model_helpers import RE_LABELS, re_sample, tiny, tparams  # noqa: E402,F401  (fixture)
+from test_ddp import torchrun_train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,3 +128,42 @@ def test_auto_plans_the_knowledge_view_as_a_teacher_beside_the_student(tmp_path)
     assert tjob.corpus.dparams.train.distill.teacher == str(tdir) and tdir.name == "cotpd.teacher"
     assert tjob.teacher.variant == "knowledge" and tjob.teacher.model_dir == tdir and tjob.teacher_done is None
     assert tjob.teacher.corpus.dparams.train.distill.teacher == teacher.KNOWLEDGE  # its identity: no path in it
+
+
+def test_a_two_stage_step_under_bf16_autocast_stays_close_to_fp32(tiny, ner_data, knowledge_dir):
+    train, _, labels = ner_data
+    student = build_student("ner", labels, "cotpd", cfg_of(tiny, distill={"teacher": knowledge_dir})).eval()
+    feats = featurizer_for(student).features(train[:4], ["text"])
+    teacher.attach(feats, teacher.prepare(student, knowledge_dir, train, "cpu"))
+    batch = collate(feats, ["text"], student.tokenizer.pad_token_id)
+    ref = student(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = student(batch)
+    assert out["loss"].dtype == torch.float32 and out["kl"] > 0 and not torch.equal(out["loss"], ref["loss"])
+    assert out["loss"].item() == pytest.approx(ref["loss"].item(), rel=0.05)
+    out["loss"].backward()
+    grad = student.prompt.queries.grad
+    assert grad is not None and grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_a_two_stage_student_serves_raw_text_as_pyfunc(tiny, ner_data, knowledge_dir, tmp_path):
+    model_dir = _fit(tiny, ner_data, "cotpd", tmp_path / "m", distill={"teacher": knowledge_dir}).model_dir
+    mlflow.pyfunc.save_model(str(tmp_path / "pyfunc"), python_model=StudentModel(), artifacts={"student": model_dir},
+                             pip_requirements=pip_requirements(), signature=signature("ner"))
+    served = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
+    texts = [" ".join(s.tokens) for s in ner_data[0][:3]]
+    got = [json.loads(e) for e in served.predict(pd.DataFrame({"text": texts}))["entities"]]
+    st = load_student(model_dir)
+    want = [entities(s.tokens, labs) for s, labs in zip(ner_data[0][:3], predict(st, ner_data[0][:3]))]
+    assert [[(e["token_start"], e["token_end"], e["type"]) for e in g] for g in got] == \
+        [[(e["start"], e["end"], e["type"]) for e in w] for w in want]
+
+
+@pytest.mark.timeout(600)
+def test_torchrun_two_stages_train_the_teacher_then_the_student(tmp_path):
+    result, log, lay = torchrun_train(tmp_path, distill={"lambda": 1.0, "temperature": 2.0, "teacher": "auto"})
+    tdir = job.teacher_dir(lay.model_dir("cotpd"))
+    assert "knowledge: rank 1 of 2 on cpu" in log and "cotpd: rank 1 of 2 on cpu" in log
+    assert load_student(tdir).variant == "knowledge" and result["world_size"] == 2
+    assert result["timings"]["teacher_s"] > 0 and result["teacher_dev_f1"] is not None
+    assert json.loads(tdir.with_name("cotpd.teacher.done.json").read_text())["dev_f1"] == result["teacher_dev_f1"]

@@ -77,7 +77,7 @@ class TrainingJob:
             return self.teacher_done
         log.info("two stages: training the teacher (knowledge view) into %s", self.teacher.model_dir)
         t0 = time.perf_counter()
-        res = self.teacher.run(evaluate_test=False, progress=progress)
+        res = self.teacher.run(evaluate_test=False, progress=progress, keep_group=True)
         done = {"identity": self.teacher.ident, "dev_f1": res.best_dev.get("f1"), "best_epoch": res.best_epoch,
                 "seconds": time.perf_counter() - t0}
         if dist_env()[0] == 0:
@@ -85,13 +85,14 @@ class TrainingJob:
         return done
 
     def run(self, on_epoch_end: Callable[[int, dict], None] | None = None, evaluate_test: bool = True,
-            progress: bool | None = None, run_id: str | None = None) -> TrainResult:
+            progress: bool | None = None, run_id: str | None = None, keep_group: bool = False) -> TrainResult:
         done = self.run_teacher(progress)
         c, dp = self.corpus, self.corpus.dparams
         result = train(c.train, c.valid, task=c.task, labels=c.labels, variant=self.variant, cfg=dp.train,
                        model_dir=self.model_dir, test_samples=c.test if evaluate_test else None, seed=self.seed,
                        on_epoch_end=on_epoch_end, progress=progress, save_params=self.save_params,
-                       test_knowledge_view=dp.eval.view == "knowledge", resume=self.resume, run_id=run_id)
+                       test_knowledge_view=dp.eval.view == "knowledge", resume=self.resume, run_id=run_id,
+                       keep_group=keep_group)
         result.data = dict(c.stats)
         if done is not None:  # the cost of two stages is both trainings (MLflow: time_teacher_s, teacher_dev_f1)
             result.timings["teacher_s"] = float(done["seconds"])

@@ -60,7 +60,7 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
           variant: str, cfg: TrainCfg, model_dir: str | Path, test_samples: Sequence[Sample] | None = None,
           seed: int = 13, eval_view: str = "prompt", on_epoch_end: Callable[[int, dict], None] | None = None,
           progress: bool | None = None, save_params: dict | None = None, test_knowledge_view: bool = False,
-          resume: Resume | None = None, run_id: str | None = None) -> TrainResult:
+          resume: Resume | None = None, run_id: str | None = None, keep_group: bool = False) -> TrainResult:
     """Train one variant; keep the best dev-F1 checkpoint in `model_dir`; score it on test if given.
 
     Dev selection and test use `eval_view` (prompt: text only, as deployed). With
@@ -176,7 +176,8 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
         timings["test_s"] = time.perf_counter() - t_te
     if world > 1:
         torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        if not keep_group:  # a two-stage teacher keeps it for its student: a second init under torchrun hangs
+            torch.distributed.destroy_process_group()
     if rank == 0:
         checkpoint.remove(model_dir)
     timings.update(train_s=prog.train_time, total_s=time.perf_counter() - t_start)

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..model.teacher import KNOWLEDGE
 from ..io import write_json
+from ..model.teacher import KNOWLEDGE
 from .stats import pm, signed
 
 # name -> train.* overrides; the defaults of every key are in cotpd/config.py. Order: the report's.

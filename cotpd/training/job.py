@@ -22,7 +22,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..args import common, params_of, root_of, setup_logging
@@ -106,21 +106,27 @@ def prepare_training(dataset: str, variant: str, params: Params | dict, root: st
     `fresh`, or when it was written with other params or data); a two-stage CoTPD also plans its teacher."""
     root = Path(root)
     corpus = load_corpus(dataset, root, params, seed)
-    dp = corpus.dparams
-    seed = dp.seed if seed is None else seed
+    seed = corpus.dparams.seed if seed is None else seed
     model_dir = Path(model_dir) if model_dir else Layout(root, dataset).model_dir(variant)
-    job_teacher, teacher_done = None, None
-    if variant == "cotpd" and dp.train.distill.teacher == teacher.KNOWLEDGE:
-        tdir = teacher_dir(model_dir)
-        job_teacher = prepare_training(dataset, "knowledge", params, root, seed, tdir, fresh)
-        teacher_done = _finished(tdir, job_teacher.ident) if not fresh else None
-        job_teacher = None if teacher_done is not None else job_teacher
-        dp.train.distill.teacher = str(tdir)
-    saved = {"dataset": dataset, "seed": seed, "train": dp.train.model_dump(mode="json", by_alias=True)}
-    ident = checkpoint.identity(corpus.train, corpus.valid, variant=variant, cfg=dp.train, seed=seed, params=saved,
-                                world=dist_env()[1])
-    return TrainingJob(dataset, variant, corpus, seed, model_dir, saved, checkpoint.find(model_dir, ident, fresh),
-                       ident, job_teacher, teacher_done)
+    if variant != "cotpd" or corpus.dparams.train.distill.teacher != teacher.KNOWLEDGE:
+        return _job(corpus, variant, seed, model_dir, fresh)
+    tdir = teacher_dir(model_dir)
+    # the teacher reads the same samples; its own params copy keeps "auto" (no path in its identity)
+    job_teacher = _job(replace(corpus, dparams=corpus.dparams.model_copy(deep=True)), "knowledge", seed, tdir, fresh)
+    done = None if fresh else _finished(tdir, job_teacher.ident)
+    corpus.dparams.train.distill.teacher = str(tdir)
+    job = _job(corpus, variant, seed, model_dir, fresh)
+    job.teacher, job.teacher_done = (None, done) if done is not None else (job_teacher, None)
+    return job
+
+
+def _job(corpus: Corpus, variant: str, seed: int, model_dir: Path, fresh: bool) -> TrainingJob:
+    """The job of `variant` on a loaded corpus: its identity, and the checkpoint that matches it."""
+    saved = {"dataset": corpus.dataset, "seed": seed, "train": corpus.dparams.train.model_dump(mode="json", by_alias=True)}
+    ident = checkpoint.identity(corpus.train, corpus.valid, variant=variant, cfg=corpus.dparams.train, seed=seed,
+                                params=saved, world=dist_env()[1])
+    return TrainingJob(corpus.dataset, variant, corpus, seed, model_dir, saved,
+                       checkpoint.find(model_dir, ident, fresh), ident)
 
 
 def _finished(tdir: Path, ident: dict) -> dict | None:

@@ -182,7 +182,8 @@ def test_a_kill_after_batches_create_pays_nothing_twice(fake_llm, llm_params, tm
     chunks = [batch.chunk_id([r.key for r in reqs[i:i + 2]]) for i in (0, 2, 4)]
     state = json.loads((tmp_path / "ledger.jsonl.batches.json").read_text())
     assert state == {"batches": {}, "submitting": {chunks[0]: {"keys": [r.key for r in reqs[:2]],
-                                                               "at": pytest.approx(time.time(), abs=60)}}}
+                                                               "at": pytest.approx(time.time(), abs=60),
+                                                               "file": fake_llm.batches["batch_1"]["input_file_id"]}}}
     if state_lost:  # no intent: the still-running batch is found by its chunk id alone
         (tmp_path / "ledger.jsonl.batches.json").unlink()
     else:  # the provider finished it while nobody watched: the intent adopts a completed batch too
@@ -222,6 +223,30 @@ def test_a_create_whose_answer_was_lost_is_found_not_sent_again(fake_llm, llm_pa
     assert _paid(fake_llm) == [1] * 3
 
 
+@pytest.mark.parametrize("uploaded", [False, True])
+def test_an_interrupted_submission_never_adopts_another_runs_batch(fake_llm, llm_params, tmp_path, uploaded):
+    """Another project asked the same requests on the same key: its completed batch carries our
+    chunk's id but was made from its own file, and paid by that run. Our intent (killed before
+    batches.create) must not adopt it: the chunk is sent anew (seen as the flaky accounting of
+    `cotpd bench-llm-scale`'s kill rehearsal, whose clean run made the same chunks)."""
+    cfg = llm_cfg(llm_params, batch_api=True)
+    reqs = _reqs(cfg, 3)
+    build_runner(cfg, tmp_path / "a" / "ledger.jsonl").run(reqs, "knowledge")
+    assert list(fake_llm.batches) == ["batch_1"] and fake_llm.batches["batch_1"]["status"] == "completed"
+    ours = fake_llm.add_file(b"{}\n", "in.jsonl", "batch")["id"] if uploaded else None
+    ledger = tmp_path / "b" / "ledger.jsonl"
+    ledger.parent.mkdir()
+    state = batch.BatchState(f"{ledger}.batches.json")
+    cid = batch.chunk_id([r.key for r in reqs])
+    state.intend(cid, [r.key for r in reqs])
+    if uploaded:
+        state.uploaded(cid, ours)
+    out = build_runner(cfg, ledger).run(reqs, "knowledge")
+    assert [r.key for r in out] == [r.key for r in reqs]
+    assert list(fake_llm.batches) == ["batch_1", "batch_2"] and _paid(fake_llm) == [2] * 3
+    assert not Path(f"{ledger}.batches.json").exists()
+
+
 def test_chunks_are_deterministic_and_the_server_list_pages_newest_first(fake_llm, llm_params):
     cfg = llm_cfg(llm_params, batch_api=True)
     reqs = _reqs(cfg, 7)
@@ -249,8 +274,9 @@ def test_chunks_are_deterministic_and_the_server_list_pages_newest_first(fake_ll
             await aclient.close()
 
     found = asyncio.run(listed(since))
-    assert {c: x.id for c, x in found.items()} == {"c0": "batch_4", "c2": "batch_3", "c1": "batch_2"}
+    assert {c: [x.id for x in xs] for c, xs in found.items()} == {
+        "c0": ["batch_4", "batch_1"], "c2": ["batch_3"], "c1": ["batch_2"]}
     fake_llm.batches["batch_1"]["created_at"] -= 3600  # too old to consider, and listing stops there
-    assert asyncio.run(listed(since))["c0"].id == "batch_4"
+    assert [x.id for x in asyncio.run(listed(since))["c0"]] == ["batch_4"]
     fake_llm.batches["batch_4"]["created_at"] = fake_llm.batches["batch_3"]["created_at"] = since - 1
     assert set(asyncio.run(listed(since))) == set()  # newest first: the first too old one ends the list

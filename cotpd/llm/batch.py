@@ -15,9 +15,11 @@ leaves the state file once its answers are recorded (the file goes when the last
 A kill between `batches.create` returning and that write, or a create retried after its answer was
 lost, would leave a paid batch no state names (issue #23). So each chunk's id (sha256 of its keys in
 order) goes into batch metadata `cotpd_chunk`, and its intent (id, keys, time) into the state before
-the upload; a rerun (or a retried create) lists the server's batches since then and adopts the one
-with that id unless it failed, expired or was cancelled. A chunk without an intent (lost state file)
-adopts a still-running batch with its id from the last 24 h.
+the upload, then the uploaded file's id once known; a rerun (or a retried create) lists the server's
+batches since then and adopts the one with that id made from that file unless it failed, expired or
+was cancelled. The file pins the batch to this submission: another run of the same requests (another
+project on the same key) makes batches with the same chunk id, paid by that run, not ours. A chunk
+without an intent (lost state file) adopts a still-running batch with its id from the last 24 h.
 
 A result row whose custom_id is not one of its batch's keys is reported (a warning naming the batch
 and the ids) and never recorded: an answer filed under the wrong key would be replayed forever.
@@ -33,8 +35,8 @@ from pathlib import Path
 
 from ..config import LLMCfg
 from ..errors import CotpdError, DataError
-from ..io import read_json, write_json
 from .base import ChatRequest
+from .batch_state import BatchState, made_from
 from .client import (
     MalformedResponse,
     OpenAIBackend,
@@ -90,50 +92,6 @@ def split_batches(requests: list[ChatRequest], max_requests: int, max_bytes: int
     return chunks
 
 
-class BatchState:
-    """`<ledger>.batches.json`: {"batches": {batch id: {"keys": [...], "submitted": unix time}}, "submitting":
-    {chunk id: {"keys", "at"}} (chunks whose batch id may not have reached the file)}. Nothing secret."""
-
-    def __init__(self, path: str | Path | None):
-        self.path = Path(path) if path else None
-        self.batches: dict[str, dict] = {}
-        self.intents: dict[str, dict] = {}
-        if self.path and self.path.exists():
-            raw = read_json(self.path)
-            if not isinstance(raw, dict) or not all(isinstance(raw.get(k, {}), dict)
-                                                    for k in ("batches", "submitting")):
-                raise DataError(self.path, None, "expected {\"batches\": {batch id: {\"keys\": [...]}}, "
-                                "\"submitting\": {chunk id: {\"keys\": [...]}}}")
-            if raw and "batches" not in raw:  # the first format: digest -> id, without the keys to match
-                log.warning("%s: batches %s from an older cotpd cannot be matched to requests; they are "
-                            "not resumed", self.path, sorted(map(str, raw.values())))
-            self.batches = dict(raw.get("batches", {}))
-            self.intents = dict(raw.get("submitting", {}))
-
-    def intend(self, chunk: str, keys: list[str]) -> None:
-        self.intents[chunk] = {"keys": keys, "at": time.time()}
-        self._save()
-
-    def add(self, batch_id: str, keys: list[str], chunk: str | None = None) -> None:
-        self.batches[batch_id] = {"keys": keys, "submitted": time.time()}
-        self.intents.pop(chunk, None)  # one write: the batch replaces its intent
-        self._save()
-
-    def forget(self, chunk: str) -> None:
-        if self.intents.pop(chunk, None) is not None:
-            self._save()
-
-    def drop(self, batch_id: str) -> None:
-        if self.batches.pop(batch_id, None) is not None:
-            self._save()
-
-    def _save(self) -> None:
-        if self.path and (self.batches or self.intents):
-            write_json(self.path, {"batches": self.batches, "submitting": self.intents})
-        elif self.path:  # nothing left to resume: no file beside the ledger
-            self.path.unlink(missing_ok=True)
-
-
 class BatchBackend(OpenAIBackend):
     name = "openai-batch"
 
@@ -159,11 +117,11 @@ class BatchBackend(OpenAIBackend):
         state = BatchState(self.state_path)
         fetch = lambda make: self.retrying(make, on_retry=retry)
         try:
-            found: dict = {}  # chunk id -> the newest usable batch on the server carrying it
+            found: dict = {}  # chunk id -> the usable batches on the server carrying it, newest first
             if state.intents or by_key.keys() - {k for e in state.batches.values() for k in e.get("keys", [])}:
                 found = await self._list_chunks(client, self._since(state), fetch)
             for chunk, intent in list(state.intents.items()):
-                b = found.get(chunk)
+                b = made_from(found.get(chunk, []), intent)
                 if b is not None and b.id not in state.batches:
                     log.info("adopting batch %s (%s) of an interrupted submission", b.id, b.status)
                     state.add(b.id, intent["keys"], chunk)
@@ -179,12 +137,12 @@ class BatchBackend(OpenAIBackend):
             for chunk in split_batches([r for r in requests if r.key not in covered], self.max_requests):
                 keys = [r.key for r, _ in chunk]
                 cid = chunk_id(keys)
-                b = found.get(cid)
+                b = next(iter(found.get(cid, [])), None)
                 if b is not None and b.status not in DONE and b.id not in state.batches:
                     log.info("adopting running batch %s of the same requests", b.id)
                 else:
                     state.intend(cid, keys)  # before the upload: a rerun looks for this chunk's batch
-                    b = await self._submit(client, chunk, cid, fetch)
+                    b = await self._submit(client, chunk, cid, fetch, state)
                 state.add(b.id, keys, cid)  # before polling: a kill from here on resumes this batch
                 pending[b.id] = set(keys)
             await self._collect(client, pending, by_key, state, on_result, on_error, retry)
@@ -196,7 +154,8 @@ class BatchBackend(OpenAIBackend):
         return min([time.time() - LOOKBACK_S] + [i.get("at", 0.0) for i in state.intents.values()]) - CLOCK_SLACK_S
 
     async def _list_chunks(self, client, since: float, fetch, page_size: int = 100) -> dict:
-        """Chunk id -> its newest batch created since `since` not FAILED (`fetch` awaits a page's call)."""
+        """Chunk id -> its batches created since `since` and not FAILED, newest first (`fetch` awaits a
+        page's call)."""
         found: dict = {}
         after: dict = {}
         while True:
@@ -205,16 +164,17 @@ class BatchBackend(OpenAIBackend):
                 if b.created_at < since:
                     return found
                 cid = (b.metadata or {}).get(CHUNK_META)
-                if cid and cid not in found and b.status not in FAILED:
-                    found[cid] = b
+                if cid and b.status not in FAILED:
+                    found.setdefault(cid, []).append(b)
             if not page.has_more or not page.data:
                 return found
             after = {"after": page.data[-1].id}
 
-    async def _submit(self, client, chunk: list, cid: str, fetch):
+    async def _submit(self, client, chunk: list, cid: str, fetch, state: BatchState):
         data = b"".join(line for _, line in chunk)
         f = await fetch(lambda: client.files.create(
             file=("cotpd-batch.jsonl", data, "application/jsonl"), purpose="batch"))
+        state.uploaded(cid, f.id)
         since = time.time() - CLOCK_SLACK_S
         tries = 0
 
@@ -222,7 +182,8 @@ class BatchBackend(OpenAIBackend):
             nonlocal tries
             tries += 1
             if tries > 1:  # the last try may have created the batch before its answer was lost
-                b = (await self._list_chunks(client, since, lambda make: make())).get(cid)
+                b = made_from((await self._list_chunks(client, since, lambda make: make())).get(cid, []),
+                              {"file": f.id})
                 if b is not None:
                     return b
             return await client.batches.create(input_file_id=f.id, endpoint=ENDPOINT, completion_window="24h",

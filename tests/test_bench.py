@@ -238,3 +238,25 @@ def test_committed_report_is_taken_back_into_a_fresh_work_folder(tmp_path):
     (b.done_dir / "sample-main-cotpd-s13.json").unlink()
     with pytest.raises(CotpdError, match=r"results\.json: runs\[0\] is not a bench record"):
         b.adopt_report()
+
+
+def test_a_distillation_change_retrains_cotpd_only_and_legacy_records_are_re_keyed(tmp_path):
+    """A variant's config hash covers the params it reads: a new train.distill (a lever, or a new
+    default) keeps the baseline's and knowledge view's saved results and retrains CoTPD. A record
+    hashed the old way (the whole mapping) is re-keyed while the params are those it was trained with."""
+    out = tmp_path / "results"
+    b = bench.Bench(REPO, out, BenchArgs(mode="smoke"))
+    other = bench.Bench(REPO, out, BenchArgs(mode="smoke", overrides={"train": {"distill": {"lambda": 0.5}}}))
+    specs = [RunSpec("sample", v, 13) for v in ("baseline", "knowledge", "cotpd")]
+    assert [b.spec_params(s)[2] == other.spec_params(s)[2] for s in specs] == [True, True, False]
+    epochs = bench.Bench(REPO, out, BenchArgs(mode="smoke", overrides={"train": {"epochs": 3}}))
+    assert all(b.spec_params(s)[2] != epochs.spec_params(s)[2] for s in specs)  # what every variant reads
+    rec = {"dataset": "sample", "group": "main", "label": "", "seed": 13, "test_f1": 0.5}
+    for s in specs:
+        write_json(b.done_dir / f"{s.key}.json", {**rec, "variant": s.variant, "config_hash": b.spec_params(s, legacy=True)[2]})
+    assert b.spec_params(specs[0], legacy=True)[2] != b.spec_params(specs[0])[2]
+    assert b.spec_params(specs[2], legacy=True)[2] == b.spec_params(specs[2])[2]  # cotpd reads it all
+    assert [other.done_record(s) is not None for s in specs] == [False, False, False]  # not re-keyed: other params
+    assert [b.done_record(s) is not None for s in specs] == [True, True, True]
+    assert read_json(b.done_dir / "sample-main-baseline-s13.json")["config_hash"] == b.spec_params(specs[0])[2]
+    assert [other.done_record(s) is not None for s in specs] == [True, True, False]  # re-keyed: now they hold

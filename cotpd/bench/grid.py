@@ -31,7 +31,7 @@ from ..errors import CotpdError
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..model.encoder import build_tiny_encoder
 from ..model.teacher import KNOWLEDGE
-from ..params import Layout, absolute_roots, apply_set, as_params, dataset_params, params_hash, read_params, resolve_dataset
+from ..params import Layout, absolute_roots, apply_set, as_params, dataset_params, read_params, resolve_dataset
 from ..pipeline import run_stage
 from ..training.job import prepare_training
 from ..training.registry import register_champions
@@ -39,6 +39,7 @@ from ..training.tracking import training_run
 from .args import BenchArgs, bench_args, build_parser
 from . import cross, levers, progress
 from .claims import take_claim
+from .identity import config_hash
 from .report import GridResult, commit_label, write_report, write_side_reports
 from .spec import MODES, RunSpec, plan_grid
 from .speed import machine_label, measure_speed
@@ -126,9 +127,9 @@ class Bench:
         write_jsonl(dst.knowledge, [r for r in read_jsonl(src.knowledge) if r.get("grain") in spec.knowledge_grains])
         return alt
 
-    def spec_params(self, spec: RunSpec) -> tuple[dict, DatasetParams, str]:
+    def spec_params(self, spec: RunSpec, legacy: bool = False) -> tuple[dict, DatasetParams, str]:
         """(params, typed dataset params, config hash) of one training. The hash covers what
-        decides its result, not where its files or MLflow runs go, so a resumed grid reuses it."""
+        decides its result (cotpd.bench.identity), so a resumed grid reuses it."""
         params = copy.deepcopy(self.params)
         over = params["datasets"][spec.dataset]["overrides"]["train"]
         base_frac = float(self.mode.base_fraction.get(spec.dataset, 1.0))  # 1.0: the whole train split
@@ -136,10 +137,8 @@ class Bench:
         params["seed"] = spec.seed
         # the hash is of the mapping as written (not of the schema's defaults), so saved results
         # stay valid when the schema gains a key
-        raw = resolve_dataset(params, spec.dataset)
-        decisive = {k: v for k, v in raw.items() if k not in ("tracking", "pipeline", "llm", "captions", "augment")}
-        return params, dataset_params(params, spec.dataset), \
-            params_hash({"params": decisive, "grains": spec.knowledge_grains, "key": spec.key})
+        chash = config_hash(resolve_dataset(params, spec.dataset), spec.variant, spec.key, spec.knowledge_grains, legacy)
+        return params, dataset_params(params, spec.dataset), chash
 
     # --- saved results -----------------------------------------------------------------------------
     def adopt_report(self) -> list[str]:
@@ -170,8 +169,12 @@ class Bench:
         path = self.done_dir / f"{spec.key}.json"
         if self.args.fresh or not path.exists():
             return None
-        rec = read_json(path)
-        if rec.get("config_hash") != self.spec_params(spec)[2]:
+        rec, chash = read_json(path), self.spec_params(spec)[2]
+        if rec.get("config_hash") != chash and rec.get("config_hash") == self.spec_params(spec, legacy=True)[2]:
+            log.info("%s: saved result re-keyed to its variant's config hash", spec.key)
+            rec["config_hash"] = chash
+            write_json(path, rec)
+        if rec.get("config_hash") != chash:
             log.info("%s: saved result is for other params, training again", spec.key)
             return None
         return rec

@@ -9,11 +9,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 
 from cotpd.bench import grid as bench  # noqa: E402
-from cotpd.bench import levers  # noqa: E402
-from cotpd.bench.spec import MODES, plan_grid  # noqa: E402
+from cotpd.bench import levers, twostage  # noqa: E402
+from cotpd.bench.args import BenchArgs  # noqa: E402
+from cotpd.bench.spec import MODES, RunSpec, plan_grid  # noqa: E402
 from cotpd.config import TrainCfg  # noqa: E402
 from cotpd.errors import ConfigError  # noqa: E402
-from cotpd.io import read_json  # noqa: E402
+from cotpd.io import read_json, write_json  # noqa: E402
 from cotpd.params import apply_set, parse_set, read_params, validate  # noqa: E402
 from bench_helpers import REPO, project  # noqa: E402,F401  (fixture)
 
@@ -86,8 +87,34 @@ def test_levers_train_beside_the_grid_and_get_a_paired_table(project):
     with_teacher = [a + b for a, b in zip(secs("levers", "cotpd", "twostage"), secs("main", "knowledge", ""))]
     assert two["cost_with_teacher"] == pytest.approx(sum(with_teacher) / sum(secs("main", "cotpd", "")))
     assert t1["cost_with_teacher"] is None and "with its teacher's training" in (abl / "README.md").read_text()
+    for s in (13, 14):  # the record gives the borrowed teacher's cost, and a user's cost with it
+        two_rec, know = runs[("levers", "cotpd", "twostage", s)], runs[("main", "knowledge", "", s)]
+        assert two_rec["teacher_s"] == know["seconds"]
+        assert two_rec["cost_s"] == pytest.approx(two_rec["seconds"] + know["seconds"], abs=0.2)
+        assert runs[("main", "cotpd", "", s)]["teacher_s"] is None
     text = (abl / "README.md").read_text(encoding="utf-8")
     assert "`--set train.distill.temperature=1.0`" in text and "## sample" in text
     assert "--levers T1" in text and "hand-written row" in text
     # the main report of the same invocation is written as always
     assert (out / "README.md").exists()
+
+
+def test_a_cotpd_borrows_its_seeds_knowledge_model_only_when_done_and_on_the_same_data(tmp_path):
+    """auto: the main grid's (or a lever's) CoTPD reads its seed's knowledge model once that training
+    is saved as done; a fraction's CoTPD, or one whose teacher is not done, trains its own."""
+    b = bench.Bench(REPO, tmp_path / "out", BenchArgs(mode="smoke"))
+    know, main = RunSpec("sample", "knowledge", 14), RunSpec("sample", "cotpd", 14)
+    frac = RunSpec("sample", "cotpd", 14, "fraction", "50%", fraction=0.5)
+    model = b.work / "models" / know.key
+    over = lambda: {"distill": {"teacher": "auto"}}  # noqa: E731
+    (model).mkdir(parents=True)
+    (model / "config.json").write_text("{}")  # a model still training: saved, but no done record
+    o = over()
+    assert twostage.borrow_teacher(b, main, o) is None and o["distill"]["teacher"] == "auto"
+    write_json(b.done_dir / f"{know.key}.json", {"config_hash": b.spec_params(know)[2], "seconds": 60.0})
+    assert twostage.borrow_teacher(b, main, o)["seconds"] == 60.0 and o["distill"]["teacher"] == str(model)
+    o = over()
+    assert twostage.borrow_teacher(b, frac, o) is None and o["distill"]["teacher"] == "auto"
+    assert twostage.borrow_teacher(b, main, {"distill": {"teacher": None}}) is None  # one stage: no teacher
+    assert twostage.is_teacher(know, "auto") and not twostage.is_teacher(know, None)
+    assert not twostage.is_teacher(RunSpec("sample", "knowledge", 14, "fraction", "50%", fraction=0.5), "auto")

@@ -30,14 +30,13 @@ from ..config import DatasetParams
 from ..errors import CotpdError
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..model.encoder import build_tiny_encoder
-from ..model.teacher import KNOWLEDGE
 from ..params import Layout, absolute_roots, apply_set, as_params, dataset_params, read_params, resolve_dataset
 from ..pipeline import run_stage
 from ..training.job import prepare_training
 from ..training.registry import register_champions
 from ..training.tracking import training_run
 from .args import BenchArgs, bench_args, build_parser
-from . import cross, levers, progress
+from . import cross, levers, progress, twostage
 from .claims import take_claim
 from .identity import config_hash
 from .report import GridResult, commit_label, write_report, write_side_reports
@@ -196,8 +195,7 @@ class Bench:
     def run_one(self, spec: RunSpec) -> dict:
         params, dp, chash = self.spec_params(spec)
         over = params["datasets"][spec.dataset]["overrides"]["train"]
-        if (over.get("distill") or {}).get("teacher") == KNOWLEDGE:  # two-stage: this seed's knowledge model
-            over["distill"]["teacher"] = str(self.work / "models" / RunSpec(spec.dataset, "knowledge", spec.seed).key)
+        borrowed = twostage.borrow_teacher(self, spec, over)  # two stages: this seed's knowledge model
         data_root = self.data_root_for(spec)
         model_dir = self.work / "models" / spec.key
         tags = {"bench": self.args.mode, "bench_group": spec.group, "bench_label": spec.label or None}
@@ -210,8 +208,9 @@ class Bench:
             if self.args.log_models:
                 tr.log_student_model(res.model_dir, dp.task)
         keep_all = self.mode.screen or self.args.levers or self.args.keep_models
-        if spec.group != "main" or (spec.seed != self.base_seed and not keep_all):
-            shutil.rmtree(model_dir, ignore_errors=True)  # one model per dataset/variant (speed); levers: teachers
+        if spec.group != "main" or (spec.seed != self.base_seed and not keep_all
+                                    and not twostage.is_teacher(spec, dp.train.distill.teacher)):
+            twostage.drop_model(model_dir)  # one model per dataset/variant (speed), and the teachers
         if spec.knowledge_grains:
             shutil.rmtree(data_root, ignore_errors=True)
         test = res.test or {}
@@ -221,6 +220,8 @@ class Bench:
                 "dev_f1": res.best_dev.get("f1"), "per_type": test.get("per_type") or test.get("per_relation") or {},
                 "view": test.get("view"), "train_tokens_per_s": res.train_tokens_per_s, "n_train": res.n_train,
                 "best_epoch": res.best_epoch, "resumed_from_epoch": res.resumed_from_epoch,
+                "teacher_s": borrowed["seconds"] if borrowed else res.timings.get("teacher_s"),  # cost_s: a user's,
+                "cost_s": round(time.perf_counter() - t0 + (borrowed["seconds"] if borrowed else 0.0), 1),  # teacher too
                 "seconds": round(time.perf_counter() - t0, 1), "model_dir": str(model_dir) if model_dir.exists() else None,
                 "mlflow_run_id": tr.run_id, "mlflow_url": tr.url, "mlflow_model_id": tr.model_id, "config_hash": chash,
                 "git_commit": self.commit, "hardware": machine_label(), "overrides": self.args.overrides}

@@ -76,6 +76,13 @@ def _set_label(over: dict | None, prefix: str = "") -> str:
     return joined or ("" if prefix else "none")
 
 
+def train_minutes(rs: list[dict]) -> str:
+    """Mean minutes per training, as a user pays it: a two-stage CoTPD counts its teacher's training
+    (cost_s; records from before it: seconds)."""
+    secs = [r.get("cost_s") or r.get("seconds") for r in rs]
+    return f"{statistics.fmean(secs) / 60:.0f}" if secs and all(secs) else "n/a"
+
+
 def mode_line(res: GridResult) -> str:
     mode = res.mode
     parts = [f"{res.seeds} seed(s) for the main grid; data-efficiency and ablation runs use the first seed"]
@@ -137,8 +144,8 @@ def write_report(res: GridResult, argv: list[str]) -> Path:
           "- every training is an MLflow run (`mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db`); "
           "run ids in results.json", ""]
     L += ["## Main results (test set)", "",
-          "| Dataset | Model | Inference input | Test F1 | Precision | Recall | Dev F1 | Seeds | Train tokens/s |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| Dataset | Model | Inference input | Test F1 | Precision | Recall | Dev F1 | Seeds | Train tokens/s "
+          "| Train min/run |", "|---|---|---|---|---|---|---|---|---|---|"]
     for ds in res.datasets:
         for v in VARIANTS:
             rs = _rows(recs, dataset=ds, variant=v, group="main")
@@ -146,7 +153,7 @@ def write_report(res: GridResult, argv: list[str]) -> Path:
                 tok = statistics.fmean(r["train_tokens_per_s"] for r in rs)
                 L.append(f"| {ds} | {v} | {_input(res, ds, v)} | {pm([r['test_f1'] for r in rs])} | "
                          f"{pm([r['test_precision'] for r in rs])} | {pm([r['test_recall'] for r in rs])} | "
-                         f"{pm([r['dev_f1'] for r in rs])} | {len(rs)} | {tok:.0f} |")
+                         f"{pm([r['dev_f1'] for r in rs])} | {len(rs)} | {tok:.0f} | {train_minutes(rs)} |")
     L += _gains(res)
     L += ["", "Scores reported by others on the Twitter-2015 / MNRE test sets (larger students, GPU, full data), "
           "and local reference points:", "", "| Benchmark | Method | Test F1 (reported) |", "|---|---|---|"]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cotpd import readers
+from cotpd.bench import student as student_bench
 from cotpd.bench.student import throughput_comparison
 from cotpd.config import TrainCfg
 from cotpd.errors import ConfigError
@@ -217,6 +218,15 @@ def test_cpu_device_and_bare_loop(tiny):
     assert bare_loop_throughput(st, ner_samples(16), batch_size=8, steps=2) > 0
     out = throughput_comparison(ner_samples(16), "ner", iob2_labels(TYPES), "baseline", tcfg(tiny))
     assert out["ours_tokens_per_s"] > 0 and out["ratio"] == pytest.approx(out["ours_tokens_per_s"] / out["bare_tokens_per_s"], rel=1e-2)
+
+
+def test_throughput_comparison_warms_the_device_up_before_timing(tiny, monkeypatch):
+    """The first steps of a process (CUDA context, cuBLAS, lazy kernels) are timed by neither loop."""
+    calls, real = [], student_bench.bare_throughput
+    monkeypatch.setattr(student_bench, "bare_throughput", lambda *a, **k: calls.append((len(a[0]), k.get("steps"))) or real(*a, **k))
+    cfg = tcfg(tiny)
+    throughput_comparison(ner_samples(16), "ner", iob2_labels(TYPES), "baseline", cfg)
+    assert calls == [(min(16, 2 * cfg.batch_size), 2), (16, None)]
 
 
 def test_real_minilm_baseline_runs(tmp_path):

@@ -33,8 +33,12 @@ def bare_throughput(samples: Sequence[Sample], task: str, labels: list[str], var
 
 def throughput_comparison(samples: Sequence[Sample], task: str, labels: list[str], variant: str,
                           train_cfg: TrainCfg, seed: int = 13) -> dict:
-    """Train tokens/s of our loop (one epoch of `train`) and of a bare loop over the same batches."""
+    """Train tokens/s of our loop (one epoch of `train`) and of a bare loop over the same batches.
+    Two untimed bare steps come first: on CUDA the first steps of a process pay for the context,
+    cuBLAS and lazy kernel loading (about 1.5 s on an H200), which would otherwise be charged to
+    whichever loop runs first (results/gpu/README.md: ratio 0.082 without them)."""
     cfg = train_cfg.model_copy(update={"epochs": 1, "patience": 1})
+    bare_throughput(samples[: 2 * cfg.batch_size], task, labels, variant, cfg, seed, steps=2)
     with tempfile.TemporaryDirectory() as tmp:
         res = train(samples, samples[:8], task=task, labels=labels, variant=variant, cfg=cfg,
                     model_dir=Path(tmp) / "m", seed=seed, progress=False)

@@ -51,6 +51,12 @@ class BenchArgs:
 HELP = {f.name: f.metadata["help"] for f in fields(BenchArgs)}
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def build_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cotpd bench", description=description, parents=[common()])
     mode = p.add_mutually_exclusive_group()
@@ -75,6 +81,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--levers", nargs="+", default=None, help=HELP["levers"])
     p.add_argument("--ablations-out", type=Path, default=None, help=HELP["ablations_out"])
     p.add_argument("--report-only", action="store_true", help=HELP["report_only"])
+    p.add_argument("--lanes", type=_positive, default=1, metavar="N",
+                   help="train in N processes sharing --out (cotpd.bench.lanes), then write one report; "
+                        "e.g. several lanes on one GPU, or one per core at OMP_NUM_THREADS=1")
     return p
 
 

@@ -36,7 +36,7 @@ from ..training.job import prepare_training
 from ..training.registry import register_champions
 from ..training.tracking import training_run
 from .args import BenchArgs, bench_args, build_parser
-from . import cross, levers, progress, twostage
+from . import cross, lanes, levers, progress, twostage
 from .claims import take_claim
 from .identity import config_hash
 from .report import GridResult, commit_label, write_report, write_side_reports
@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         root = root_of(ns)
         out = ns.out if ns.out.is_absolute() else (Path.cwd() / ns.out)
         bench = Bench(root, out.resolve(), bench_args(ns))
+        failed = lanes.run(bench, argv, ns.lanes) if ns.lanes > 1 and not ns.report_only else []
         report = bench.run(argv)
     except CotpdError as exc:
         print(f"cotpd bench: error: {exc}", file=sys.stderr)
@@ -290,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     res = bench.result
     print(json.dumps({"report": str(report), "trainings": len(res.records), "reused": len(res.reused),
                       "not_selected": len(res.not_selected), "elsewhere": len(res.elsewhere),
-                      "skipped": len(res.skipped), "wall_s": round(res.wall_s, 1), "champions": res.champions}, indent=2))
-    return 0
+                      "skipped": len(res.skipped), "wall_s": round(res.wall_s, 1), "champions": res.champions,
+                      "failed_lanes": failed}, indent=2))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from ..training.corpus import load_corpus, load_split
 from ..training.loop import resolve_device
 from . import llm as llm_bench
 from .spec import LLMLoad, SpeedPlan
-from .student import bare_throughput, throughput_comparison
+from .student import throughput_comparison
 
 
 def measure_speed(plan: SpeedPlan, root: Path, work: Path, params: dict, dataset: str, records: list[dict]) -> dict:
@@ -42,7 +42,6 @@ def _train_speed(plan: SpeedPlan, work: Path, params: dict, ds: str, records: li
     samples = corpus.train[: cfg.batch_size * plan.bare_steps]
     res = {"dataset": ds, "steps": plan.bare_steps, "batch_size": cfg.batch_size,
            "device": str(resolve_device(cfg.device))}
-    bare_throughput(samples, corpus.task, corpus.labels, "baseline", cfg, seed=0, steps=2)  # warm-up, not reported
     for variant in ("baseline", "cotpd"):
         c = throughput_comparison(samples, corpus.task, corpus.labels, variant, cfg, seed=0)
         row = {"bare_loop_tokens_per_s": c["bare_tokens_per_s"], "our_loop_tokens_per_s": c["ours_tokens_per_s"],

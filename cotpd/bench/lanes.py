@@ -2,10 +2,11 @@
 
 One small student leaves most of a GPU idle (and a CPU training at one thread leaves the other cores
 idle): six lanes on one H200 trained the Twitter-2015 main grid (3 seeds x baseline, CoTPD) in 3.5 min,
-against about 10 min one after another, estimated from two side by side (results/gpu/README.md). The lanes divide the grid through the
-bench's claims (cotpd.bench.claims), as lanes started by hand do; this module only starts them, gives
-each its share of the CPU threads (and a GPU of its own where there are several), forwards a SIGTERM
-or Ctrl-C to them, and says which one failed. The caller then writes one report from what they saved.
+against about 10 min one after another, estimated from two side by side (results/gpu/README.md).
+The lanes divide the grid through the bench's claims (cotpd.bench.claims), as lanes started by hand
+do; this module only starts them, gives each its share of the CPU threads (and a GPU of its own where
+there are several), forwards a SIGTERM or Ctrl-C to them, and says which one failed. The caller then
+writes one report from what they saved.
 """
 from __future__ import annotations
 
@@ -84,8 +85,7 @@ def wait(lanes: list[Lane]) -> list[str]:
             lane.proc.wait()
     finally:
         for lane in lanes:  # after a forwarded signal: let the trainings save their checkpoints
-            if lane.proc.poll() is None:
-                lane.proc.wait()
+            lane.proc.wait()
         for s, h in old.items():
             signal.signal(s, h)
     failed = [f"lane {lane.index} exited with status {lane.proc.returncode}: see {lane.log_path}"

@@ -29,7 +29,7 @@ def test_report_pairs_by_seed_and_writes_table_plot_and_records(tmp_path):
     # baseline mean of 50 and 60; paired gain over seeds 13 and 14 only: (+3 + +1) / 2 = +2.00
     assert "55.00 ± 7.07 (2)" in row10 and "+2.00 ± 1.41 (2 seeds)" in row10 and "52.00 (1)" in row10
     row25 = next(line for line in text.splitlines() if line.startswith("| 25% |"))
-    assert "-2.00 (1 seeds)" in row25  # a loss is reported as such
+    assert "-2.00 (1 seed)" in row25  # a loss is reported as such
     assert text.index("### mnre") < text.index("### twitter2015")
     assert "cotpd bench --full --groups fraction" in text and "0123456" in text
     assert (tmp_path / "f1_vs_data_fraction.png").stat().st_size > 1000

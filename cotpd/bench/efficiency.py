@@ -57,7 +57,8 @@ def table(recs: list[dict], dataset: str) -> list[str]:
         test = {v: [r["test_f1"] for r in at if r["variant"] == v] for v in VARIANTS}
         dev = {v: [r["dev_f1"] for r in at if r["variant"] == v and r["dev_f1"] is not None] for v in VARIANTS}
         gain = paired_gain(at)
-        gain_s = signed(gain, empty="–") + (f" ({len(gain)} seed{'s' * (len(gain) > 1)})" if gain else "")
+        n = len(gain)
+        gain_s = signed(gain, empty="–") + (f" ({n} {'seed' if n == 1 else 'seeds'})" if gain else "")
         lines.append(f"| {frac:.0%} | {fmt(test['baseline'])} | {fmt(test['knowledge'])} | {fmt(test['cotpd'])} "
                      f"| {gain_s} | {fmt(dev['baseline'])} / {fmt(dev['cotpd'])} |")
     return lines + [""]

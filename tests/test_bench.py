@@ -97,7 +97,7 @@ def test_quick_mode_params_and_data_path(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_resumed_grid_reuses_saved_results_and_retrains_on_new_params(project):
+def test_resumed_grid_reuses_saved_results_and_retrains_on_new_params(project, caplog):
     """A grid built over several invocations: --variants/--groups choose what trains, a saved result
     of the same configuration is reused (same MLflow run, no training), changed params retrain."""
     root, out = project
@@ -133,9 +133,15 @@ def test_resumed_grid_reuses_saved_results_and_retrains_on_new_params(project):
     third = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert third["reused"] == [] and len(third["runs"]) == 1
     assert third["runs"][0]["mlflow_run_id"] != first["runs"][0]["mlflow_run_id"]
-    assert bench.main(argv + ["--variants", "baseline", "--fresh"]) == 0
+    caplog.clear()
+    with caplog.at_level("INFO", logger="cotpd.bench"):
+        assert bench.main(argv + ["--variants", "baseline", "cotpd", "--fresh"]) == 0
+    done = [r.getMessage() for r in caplog.records if " done in " in r.getMessage()]
+    # under --fresh the saved cotpd result is still to be retrained, so the first line counts it
+    assert len(done) == 2 and re.match(r"\[1/2\] sample-main-baseline-s13 done in .*; 1 left", done[0]), done
     fourth = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert fourth["reused"] == [] and fourth["runs"][0]["mlflow_run_id"] != third["runs"][0]["mlflow_run_id"]
+    assert fourth["runs"][1]["mlflow_run_id"] != runs["cotpd"]["mlflow_run_id"]
     assert fourth["runs"][0]["overrides"] == {}
     # --set: another configuration (retrained), and each record says which overrides it ran with
     assert bench.main(argv + ["--variants", "baseline", "--set", "train.batch_size=4"]) == 0

@@ -259,7 +259,9 @@ class Bench:
                 rec = self.run_one(spec)
                 write_json(self.done_dir / f"{spec.key}.json", rec)  # atomic: a killed run leaves no half record
                 res.records.append(rec)
-                left = [s for s in specs[i + 1:] if self.selected(s) and not (self.done_dir / f"{s.key}.json").exists()]
+                # what is left: a saved result counts as done only where it would be reused (not under
+                # --fresh, nor one saved for other params)
+                left = [s for s in specs[i + 1:] if self.selected(s) and self.done_record(s) is None]
                 log.info(progress.finished_line(spec.key, rec, len(res.records) - len(res.reused),
                                                 [progress.estimate(res.records, s) for s in left], time.perf_counter() - self.t0))
             finally:

@@ -156,8 +156,9 @@ def test_commit_label_ignores_the_report_folder(tmp_path):
         subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
                        check=True, capture_output=True)
 
-    (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "README.md").write_text("old\n")
+    for report in ("results", "ablations"):
+        (tmp_path / report).mkdir()
+        (tmp_path / report / "README.md").write_text("old\n")
     (tmp_path / "code.py").write_text("x = 1\n")
     git("init", "-q")
     git("add", "-A")
@@ -165,6 +166,10 @@ def test_commit_label_ignores_the_report_folder(tmp_path):
     (tmp_path / "results" / "README.md").write_text("new table\n")
     assert not commit_label(tmp_path, tmp_path / "results").endswith("(with uncommitted changes)")
     assert commit_label(tmp_path).endswith("(with uncommitted changes)")
+    # a side report (--ablations-out) outside --out is a report too, not code
+    (tmp_path / "ablations" / "README.md").write_text("new levers table\n")
+    assert commit_label(tmp_path, tmp_path / "results").endswith("(with uncommitted changes)")
+    assert not commit_label(tmp_path, tmp_path / "results", tmp_path / "ablations").endswith("(with uncommitted changes)")
     (tmp_path / "code.py").write_text("x = 2\n")
     assert commit_label(tmp_path, tmp_path / "results").endswith("(with uncommitted changes)")
 

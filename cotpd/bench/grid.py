@@ -39,7 +39,7 @@ from .args import BenchArgs, bench_args, build_parser
 from . import cross, lanes, levers, progress, twostage
 from .claims import take_claim
 from .identity import config_hash
-from .report import GridResult, commit_label, write_report, write_side_reports
+from .report import GridResult, commit_label, report_dirs, write_report, write_side_reports
 from .spec import MODES, RunSpec, plan_grid
 from .speed import machine_label, measure_speed
 
@@ -62,7 +62,7 @@ class Bench:
         self.budget_s = 60 * (budget_min if budget_min is not None else 1e9)
         self.work = out / "runs"
         self.done_dir = self.work / "done"
-        self.commit = commit_label(root, out)
+        self.commit = commit_label(root, *report_dirs(root, out, args))
         self.params = self._params(args.data)
         typed = as_params(self.params)  # a bad --set stops the bench here, before any stage runs
         self.base_seed = typed.file.seed
@@ -259,8 +259,7 @@ class Bench:
                 rec = self.run_one(spec)
                 write_json(self.done_dir / f"{spec.key}.json", rec)  # atomic: a killed run leaves no half record
                 res.records.append(rec)
-                # what is left: a saved result counts as done only where it would be reused (not under
-                # --fresh, nor one saved for other params)
+                # left: all but what would be reused (not under --fresh, nor a result of other params)
                 left = [s for s in specs[i + 1:] if self.selected(s) and self.done_record(s) is None]
                 log.info(progress.finished_line(spec.key, rec, len(res.records) - len(res.reused),
                                                 [progress.estimate(res.records, s) for s in left], time.perf_counter() - self.t0))
@@ -271,7 +270,7 @@ class Bench:
             res.speed = self.measure_speed()
         res.champions = register_champions(self.root, as_params(self.params).file.tracking, res.records)
         res.wall_s = time.perf_counter() - self.t0
-        res.commit = commit_label(self.root, self.out)  # the code as the report is written
+        res.commit = commit_label(self.root, *report_dirs(self.root, self.out, self.args))  # the code as the report is written
         report = write_report(res, argv)
         write_side_reports(res, "cotpd bench " + " ".join(argv))
         return report

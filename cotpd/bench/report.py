@@ -96,12 +96,14 @@ def mode_line(res: GridResult) -> str:
     return "; ".join(parts)
 
 
-def commit_label(root: Path, out: Path | None = None) -> str:
+def commit_label(root: Path, *reports: Path) -> str:
     """HEAD, marked when tracked files differ from it (a number from uncommitted code says so). The
-    report folder `out` does not count: an earlier invocation's report is not a change of code."""
-    cmd = ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"]
-    if out is not None and Path(out).resolve().is_relative_to(Path(root).resolve()):
-        cmd += ["--", ".", f":(exclude){Path(out).resolve().relative_to(Path(root).resolve())}"]
+    report folders (--out and the side reports' folders) do not count: an earlier invocation's report
+    is not a change of code."""
+    cmd = ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "."]
+    base = Path(root).resolve()
+    cmd += [f":(exclude){Path(r).resolve().relative_to(base)}" for r in reports
+            if Path(r).resolve().is_relative_to(base) and Path(r).resolve() != base]
     dirty = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
     return git_commit(root) + (" (with uncommitted changes)" if dirty else "")
 
@@ -246,9 +248,14 @@ def _per_type(res: GridResult) -> list[str]:
     return L
 
 
-def _side_out(res: GridResult, path: Path | None, default: str) -> Path:
+def side_out(root: Path, out: Path, path: Path | None, default: str) -> Path:
     """--efficiency-out / --ablations-out (relative to the root), else <out>/<default>."""
-    return res.out / default if path is None else path if path.is_absolute() else res.root / path
+    return out / default if path is None else path if path.is_absolute() else root / path
+
+
+def report_dirs(root: Path, out: Path, args) -> tuple[Path, Path, Path]:
+    """Every folder a bench invocation writes its reports to: --out, the efficiency and the levers report."""
+    return out, side_out(root, out, args.efficiency_out, "efficiency"), side_out(root, out, args.ablations_out, "ablations")
 
 
 def write_side_reports(res: GridResult, command: str) -> None:
@@ -256,7 +263,7 @@ def write_side_reports(res: GridResult, command: str) -> None:
     Their command is the one that trains them: a --report-only rewrite names the training command."""
     command = command.replace(" --report-only", "")
     if any(r.get("group") == "fraction" for r in res.records):
-        efficiency.write(res.records, _side_out(res, res.args.efficiency_out, "efficiency"), command)
+        efficiency.write(res.records, side_out(res.root, res.out, res.args.efficiency_out, "efficiency"), command)
     if any(r.get("group") == "levers" for r in res.records):
-        out = _side_out(res, res.args.ablations_out, "ablations")
+        out = side_out(res.root, res.out, res.args.ablations_out, "ablations")
         levers.write(res.records, out, command, res.commit, mode_line(res), out / "notes.md")

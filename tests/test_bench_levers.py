@@ -84,7 +84,7 @@ def test_levers_train_beside_the_grid_and_get_a_paired_table(project):
     assert ref["cost_vs_cotpd"] == pytest.approx(1.0) and base["cost_vs_cotpd"] > 0
     # two stages cost their own training and, for a user who has no knowledge model yet, its teacher's
     two, secs = rows["twostage"], lambda g, v, lab: [runs[(g, v, lab, s)]["seconds"] for s in (13, 14)]
-    with_teacher = [a + b for a, b in zip(secs("levers", "cotpd", "twostage"), secs("main", "knowledge", ""))]
+    with_teacher = [runs[("levers", "cotpd", "twostage", s)]["cost_s"] for s in (13, 14)]
     assert two["cost_with_teacher"] == pytest.approx(sum(with_teacher) / sum(secs("main", "cotpd", "")))
     assert t1["cost_with_teacher"] is None and "with its teacher's training" in (abl / "README.md").read_text()
     for s in (13, 14):  # the record gives the borrowed teacher's cost, and a user's cost with it
@@ -97,6 +97,26 @@ def test_levers_train_beside_the_grid_and_get_a_paired_table(project):
     assert "--levers T1" in text and "hand-written row" in text
     # the main report of the same invocation is written as always
     assert (out / "README.md").exists()
+
+
+def test_a_two_stage_run_that_trained_its_own_teacher_costs_its_student_alone_and_both_with_it():
+    """Under --fresh a two-stage CoTPD finds no knowledge model to borrow and trains its teacher in its
+    own job: `seconds` holds both, so the row takes the student's time from cost_s - teacher_s."""
+    def rec(variant, group="main", label="", **t):
+        return {"dataset": "d", "variant": variant, "seed": 13, "group": group, "label": label,
+                "dev_f1": 0.5, "test_f1": 0.5, **t}
+    records = [rec("baseline", seconds=50.0), rec("knowledge", seconds=300.0), rec("cotpd", seconds=400.0),
+               rec("cotpd", "levers", "twostage", seconds=700.0, teacher_s=500.0, cost_s=700.0),   # teacher inside
+               rec("cotpd", "levers", "T1", seconds=400.0, teacher_s=None, cost_s=400.0)]
+    rows = {r["config"]: r for r in levers.rows(records, "d")}
+    assert rows["twostage"]["seconds"] == pytest.approx(200.0)
+    assert rows["twostage"]["cost_vs_cotpd"] == pytest.approx(0.5)
+    assert rows["twostage"]["cost_with_teacher"] == pytest.approx(700.0 / 400.0)
+    assert rows["T1"]["cost_vs_cotpd"] == pytest.approx(1.0) and rows["T1"]["cost_with_teacher"] is None
+    borrowed = rec("cotpd", "levers", "twostage", seconds=200.0, teacher_s=300.0, cost_s=500.0)  # the grid's model
+    rows = {r["config"]: r for r in levers.rows(records[:3] + [borrowed], "d")}
+    assert rows["twostage"]["cost_vs_cotpd"] == pytest.approx(0.5)
+    assert rows["twostage"]["cost_with_teacher"] == pytest.approx(500.0 / 400.0)
 
 
 def test_a_cotpd_borrows_its_seeds_knowledge_model_only_when_done_and_on_the_same_data(tmp_path):

@@ -59,6 +59,21 @@ def set_args(over: Mapping, prefix: str = "train") -> list[str]:
     return out
 
 
+def _own_s(rec: dict) -> float | None:
+    """A training's seconds without its teacher's: a two-stage CoTPD that trained its teacher in its own
+    job (no knowledge model to borrow, e.g. under --fresh) has it in `seconds`; cost_s always has it."""
+    if rec.get("teacher_s") and rec.get("cost_s"):
+        return rec["cost_s"] - rec["teacher_s"]
+    return rec.get("seconds")
+
+
+def _with_teacher_s(rec: dict, know: dict | None) -> float | None:
+    """What a user without a knowledge model pays: cost_s, else (older records) the seed's knowledge training."""
+    if rec.get("teacher_s") and rec.get("cost_s"):
+        return rec["cost_s"]
+    return rec["seconds"] + know["seconds"] if rec.get("seconds") and (know or {}).get("seconds") else None
+
+
 def _by_seed(recs: list[dict], **where) -> dict[int, dict]:
     return {r["seed"]: r for r in recs if all(r.get(k) == v for k, v in where.items()) and r.get("dev_f1") is not None}
 
@@ -75,12 +90,11 @@ def rows(records: list[dict], dataset: str) -> list[dict]:
         if not runs:
             continue
         seeds = sorted(runs)
-        secs = [runs[s]["seconds"] for s in seeds if runs[s].get("seconds")]
+        secs = [t for t in (_own_s(runs[s]) for s in seeds) if t]
         cost = statistics.fmean(secs) / statistics.fmean(ref_s) if secs and ref_s else None
         # two stages: the knowledge model of the seed is its teacher; a user without one trains it too
         know = main["knowledge"] if (sets and f"train.distill.teacher={KNOWLEDGE}" in sets) else {}
-        both = [runs[s]["seconds"] + know[s]["seconds"] for s in seeds
-                if runs[s].get("seconds") and (know.get(s) or {}).get("seconds")]
+        both = [t for t in (_with_teacher_s(runs[s], know.get(s)) for s in seeds) if t] if know else []
         out.append({
             "dataset": dataset, "config": label, "variant": variant, "set": sets, "seeds": seeds,
             "dev_f1": [100 * runs[s]["dev_f1"] for s in seeds], "test_f1": [100 * runs[s]["test_f1"] for s in seeds],

@@ -138,3 +138,10 @@ def test_a_cotpd_borrows_its_seeds_knowledge_model_only_when_done_and_on_the_sam
     assert twostage.borrow_teacher(b, main, {"distill": {"teacher": None}}) is None  # one stage: no teacher
     assert twostage.is_teacher(know, "auto") and not twostage.is_teacher(know, None)
     assert not twostage.is_teacher(RunSpec("sample", "knowledge", 14, "fraction", "50%", fraction=0.5), "auto")
+    # --fresh: no saved result is done, but the knowledge model this invocation trained again is the teacher
+    f = bench.Bench(REPO, tmp_path / "out", BenchArgs(mode="smoke", fresh=True))
+    o = over()
+    assert f.done_record(know) is None and twostage.borrow_teacher(f, main, o) is None
+    f.result.records.append({"dataset": "sample", "variant": "knowledge", "seed": 14, "group": "main", "label": "",
+                             "config_hash": f.spec_params(know)[2], "seconds": 70.0})
+    assert twostage.borrow_teacher(f, main, o)["seconds"] == 70.0 and o["distill"]["teacher"] == str(model)

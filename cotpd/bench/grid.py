@@ -36,7 +36,7 @@ from ..training.job import prepare_training
 from ..training.registry import register_champions
 from ..training.tracking import training_run
 from .args import BenchArgs, bench_args, build_parser
-from . import cross, lanes, levers, progress, twostage
+from . import cross, lanes, levers, progress, saved, twostage
 from .claims import take_claim
 from .identity import config_hash
 from .report import GridResult, commit_label, report_dirs, write_report, write_side_reports
@@ -141,32 +141,18 @@ class Bench:
 
     # --- saved results -----------------------------------------------------------------------------
     def adopt_report(self) -> list[str]:
-        """Save the records of <out>/results.json that runs/done lacks (a fresh clone: the work folder
-        is git-ignored, the report is not). Each keeps its config hash, so done_record still retrains
-        one whose params have changed since; --fresh adopts nothing."""
-        report = self.out / "results.json"
-        if self.args.fresh or not report.exists():
-            return []
-        adopted = []
-        for i, rec in enumerate(read_json(report).get("runs") or []):
-            try:
-                spec = RunSpec(rec["dataset"], rec["variant"], int(rec["seed"]), rec["group"], rec.get("label") or "")
-                if "config_hash" not in rec:
-                    raise KeyError("config_hash")
-            except (KeyError, TypeError, ValueError) as exc:
-                raise CotpdError(f"{report}: runs[{i}] is not a bench record (missing or bad {exc})") from exc
-            path = self.done_dir / f"{spec.key}.json"
-            if not path.exists():
-                write_json(path, rec)  # atomic, like a finished training's record
-                adopted.append(spec.key)
-        if adopted:
-            log.info("took %d saved results back from %s", len(adopted), report)
-        return adopted
+        """Take <out>/results.json's records back into runs/done (cotpd.bench.saved); --fresh adopts nothing."""
+        return [] if self.args.fresh else saved.adopt(self.out / "results.json", self.done_dir)
 
     def done_record(self, spec: RunSpec) -> dict | None:
-        """The saved result of an earlier invocation for exactly this configuration, if any."""
+        """The saved result for exactly this configuration, if any: of an earlier invocation, or under
+        --fresh of this one only (e.g. the knowledge model that a two-stage CoTPD borrows)."""
+        if self.args.fresh:
+            chash = self.spec_params(spec)[2]
+            return next((r for r in self.result.records
+                         if r.get("config_hash") == chash and saved.spec_of(r).key == spec.key), None)
         path = self.done_dir / f"{spec.key}.json"
-        if self.args.fresh or not path.exists():
+        if not path.exists():
             return None
         rec, chash = read_json(path), self.spec_params(spec)[2]
         if rec.get("config_hash") != chash and rec.get("config_hash") == self.spec_params(spec, legacy=True)[2]:

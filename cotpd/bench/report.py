@@ -102,8 +102,8 @@ def commit_label(root: Path, *reports: Path) -> str:
     is not a change of code."""
     cmd = ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "."]
     base = Path(root).resolve()
-    cmd += [f":(exclude){Path(r).resolve().relative_to(base)}" for r in reports
-            if Path(r).resolve().is_relative_to(base) and Path(r).resolve() != base]
+    inside = [p for p in (Path(r).resolve() for r in reports) if p.is_relative_to(base) and p != base]
+    cmd += [f":(exclude){p.relative_to(base)}" for p in inside]
     dirty = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
     return git_commit(root) + (" (with uncommitted changes)" if dirty else "")
 

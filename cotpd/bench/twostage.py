@@ -30,21 +30,12 @@ def borrow_teacher(bench, spec: RunSpec, train_over: dict) -> dict | None:
     tspec = teacher_spec(spec)
     if tspec is None or (train_over.get("distill") or {}).get("teacher") != KNOWLEDGE:
         return None
-    rec = bench.done_record(tspec) or _trained_now(bench, tspec)
+    rec = bench.done_record(tspec)
     path = bench.work / "models" / tspec.key
     if rec is None or not (path / "config.json").exists():
         return None
     train_over["distill"]["teacher"] = str(path)
     return rec
-
-
-def _trained_now(bench, tspec: RunSpec) -> dict | None:
-    """The knowledge training of this invocation (under --fresh no saved result counts as done, but the
-    one the grid has just trained again is the teacher to borrow)."""
-    chash = bench.spec_params(tspec)[2]
-    return next((r for r in bench.result.records if r.get("config_hash") == chash and
-                 (r["dataset"], r["variant"], r["seed"], r["group"], r.get("label") or "")
-                 == (tspec.dataset, tspec.variant, tspec.seed, tspec.group, tspec.label)), None)
 
 
 def is_teacher(spec: RunSpec, distill_teacher: str | None) -> bool:

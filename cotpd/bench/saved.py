@@ -1,0 +1,43 @@
+"""Saved bench results: <out>/runs/done/<key>.json, one per finished training (cotpd.bench.grid).
+
+The work folder is git-ignored and the report is not, so a fresh clone takes the records behind a
+committed <out>/results.json back into runs/done; each keeps its config hash, so a record whose
+params have changed since is still trained again (Bench.done_record).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import CotpdError
+from ..io import read_json, write_json
+from .spec import RunSpec
+
+log = logging.getLogger("cotpd.bench")
+
+
+def spec_of(rec: dict) -> RunSpec:
+    """The grid position a record was trained for (KeyError, TypeError or ValueError: not a bench record)."""
+    return RunSpec(rec["dataset"], rec["variant"], int(rec["seed"]), rec["group"], rec.get("label") or "")
+
+
+def adopt(report: Path, done_dir: Path) -> list[str]:
+    """Save the records of `report` that `done_dir` lacks (what it holds, a newer result say, is kept);
+    the keys of those saved."""
+    if not report.exists():
+        return []
+    adopted = []
+    for i, rec in enumerate(read_json(report).get("runs") or []):
+        try:
+            key = spec_of(rec).key
+            if "config_hash" not in rec:
+                raise KeyError("config_hash")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CotpdError(f"{report}: runs[{i}] is not a bench record (missing or bad {exc})") from exc
+        path = done_dir / f"{key}.json"
+        if not path.exists():
+            write_json(path, rec)  # atomic, like a finished training's record
+            adopted.append(key)
+    if adopted:
+        log.info("took %d saved results back from %s", len(adopted), report)
+    return adopted

@@ -48,6 +48,9 @@ class InputFiles(Section):
 
 class CaptionFiles(InputFiles):
     format: Literal["jpg_colon", "dict_literal"]
+    # a second caption set of the same images, appended to each caption (cotpd.readers.load_captions):
+    # MNRE ships BLIP-2 and LLaVA-NeXT captions, and the knowledge view may read both (issue #19)
+    also: CaptionFiles | None = None
 
 
 class KnowledgeFiles(InputFiles):

@@ -148,3 +148,27 @@ def test_load_knowledge_for_a_subset_and_attach(tmp_path, params):
                                 "missing_knowledge")} == {"with_caption": 1, "empty_caption": 1, "missing_caption": 1,
                                                           "with_knowledge": 2, "missing_knowledge": 1}
     assert cov["missing_caption_ids"] == ["3.jpg"]
+
+
+def test_second_caption_set_is_appended_per_image(tmp_path, params):
+    """captions.also (issue #19: MNRE's BLIP-2 and LLaVA-NeXT captions together): each image gets both
+    captions, the first set's first; an image captioned in one set only keeps that caption."""
+    root = tmp_path / "mnre"
+    for split in ("train", "val", "test"):
+        write(root / f"blip_{split}.txt", f"{{'img_id': '{split}1.jpg', 'text': 'a man on a stage'}}\n"
+              f"{{'img_id': '{split}2.jpg', 'text': ''}}\n")
+        write(root / f"llava_{split}.txt", f"{{'img_id': '{split}1.jpg', 'text': 'The image shows a singer.'}}\n"
+              f"{{'img_id': '{split}2.jpg', 'text': 'A crowd at night.'}}\n{{'img_id': '{split}3.jpg', 'text': ''}}\n")
+    files = {s: f"{{prefix}}_{f}.txt" for s, f in (("train", "train"), ("valid", "val"), ("test", "test"))}
+    raw = {"task": "re", "format": "mnre", "root": str(root), "splits": {"train": "t", "valid": "v", "test": "x"},
+           "captions": {"format": "dict_literal", "path": {s: f.format(prefix="blip") for s, f in files.items()},
+                        "also": {"format": "dict_literal", "path": {s: f.format(prefix="llava") for s, f in files.items()}}}}
+    params["datasets"]["m"] = raw
+    dp = dataset_params(params, "m")
+    caps = readers.load_captions(dp, tmp_path)
+    assert caps["train1.jpg"] == "a man on a stage. The image shows a singer."
+    assert caps["val2.jpg"] == "A crowd at night."           # empty in the first set, captioned in the second
+    assert "test3.jpg" not in caps and caps.empty == {"train3.jpg", "val3.jpg", "test3.jpg"}
+    assert caps.stats["rows"] == 15 and caps.stats["captions"] == 9
+    dp.dataset.captions.also = None                           # without `also`: the first set alone
+    assert readers.load_captions(dp, tmp_path)["train1.jpg"] == "a man on a stage"

@@ -64,11 +64,13 @@ def load_captions(dp: DatasetParams, root: str | Path) -> Captions:
 
     Empty captions are not in the dict (they are in `.empty`); `.stats` counts rows, empty,
     placeholder (`inf.png`) and duplicate rows. A dataset with `captions: null` gives an empty dict.
+    With `captions.also` each image's caption is its captions from both sets, joined (Captions.joined).
     """
-    files = dp.dataset.captions
-    if files is None:
-        return Captions()
-    return read_captions(files.format, [input_path(dp, root, rel) for rel in files.files()])
+    files, caps = dp.dataset.captions, None
+    while files is not None:  # captions.also: another caption set, appended to each image's caption
+        more = read_captions(files.format, [input_path(dp, root, rel) for rel in files.files()])
+        caps, files = (more if caps is None else caps.joined(more)), files.also
+    return caps if caps is not None else Captions()
 
 
 class Knowledge(dict):

@@ -17,6 +17,8 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
 # MNRE's caption files carry one row for `inf.png`, an image no instance refers to (a stand-in the
 # CAMIM authors captioned); it is skipped and counted rather than served as a real caption.
 PLACEHOLDER_IDS = frozenset({"inf.png"})
+# between two captions of one image (`captions.also`); BLIP-2's captions carry no final stop
+JOIN = ". "
 
 
 def normalize_image_id(raw: str, default_ext: str = ".jpg") -> str:
@@ -55,6 +57,18 @@ class Captions(dict):
         else:
             self.empty.add(image_id)
             self.stats["empty"] += 1
+
+
+    def joined(self, other: "Captions") -> "Captions":
+        """Both sets' captions of each image, this set's first (`captions.also`): an image with a caption
+        in only one set keeps that one; it is empty only where neither set has text."""
+        out = Captions()
+        out.stats = {k: self.stats[k] + other.stats[k] for k in self.stats}
+        for image_id in dict.fromkeys([*self, *other]):
+            texts = [t for t in (self.get(image_id), other.get(image_id)) if t]
+            out[image_id] = JOIN.join([*(t.rstrip(" .") for t in texts[:-1]), texts[-1]])
+        out.empty = (self.empty | other.empty) - set(out)
+        return out
 
 
 def read_jpg_colon(path: str | Path, into: Captions | None = None) -> Captions:

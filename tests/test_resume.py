@@ -104,6 +104,7 @@ def killed(proj):
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert (state["progress"]["epoch"], state["progress"]["step"]) == (1, 0)
     assert len(state["progress"]["history"]) == 1 and state["mlflow_run_id"] is None  # untracked
+    assert state["progress"]["elapsed_s"] >= state["progress"]["train_time"] > 0  # setup and dev scoring too
     saved = proj["base"] / "killed.saved"
     shutil.copytree(model_dir, saved / "model")
     shutil.copy2(ckpt, saved / "resume.pt")
@@ -120,11 +121,14 @@ def place(killed, dst: Path) -> Path:
 @pytest.mark.timeout(400)
 def test_sigkilled_training_resumes_to_the_uninterrupted_result(proj, killed, capsys, caplog):
     model_dir = killed[0]
+    earlier = torch.load(resume_path(model_dir), map_location="cpu", weights_only=True)["progress"]["elapsed_s"]
     with caplog.at_level(logging.INFO, logger="cotpd.training"):
         rc, result, err = run_main(proj, model_dir, capsys)
     assert rc == 0, err
     assert f"resuming from epoch 1 of {resume_path(model_dir)}" in caplog.text
     assert result["resumed_from_epoch"] == 1
+    # the whole training's time: the killed invocation's, up to its checkpoint, plus this one's
+    assert result["timings"]["earlier_s"] == pytest.approx(earlier) and result["timings"]["total_s"] > earlier
     same_numbers(result, proj["ref"])
     assert not resume_path(model_dir).exists()
 
@@ -247,12 +251,19 @@ def test_bench_resumes_a_half_done_training_of_its_grid(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "save", save)
     key = f"{DS}-main-{VARIANT}-s{params['seed']}"
     ckpt = resume_path(work / "models" / key)
-    run_id = torch.load(ckpt, map_location="cpu", weights_only=True)["mlflow_run_id"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    run_id = state["mlflow_run_id"]
     assert run_id and not (work / "done" / f"{key}.json").exists()
+    # as if the interrupted invocation had run for 1000 s: the record's cost must count them
+    state["progress"]["elapsed_s"] = 1000.0
+    torch.save(state, ckpt)
 
+    t0 = time.perf_counter()
     assert bench.main(argv) == 0
+    wall = time.perf_counter() - t0
     rec = json.loads((work / "done" / f"{key}.json").read_text(encoding="utf-8"))
     assert rec["resumed_from_epoch"] == 1 and rec["mlflow_run_id"] == run_id  # the same run, continued
+    assert 1000.0 < rec["seconds"] < 1000.0 + wall and rec["cost_s"] == rec["seconds"]
     assert not ckpt.exists()
 
 

@@ -200,6 +200,7 @@ class Bench:
         if spec.knowledge_grains:
             shutil.rmtree(data_root, ignore_errors=True)
         test = res.test or {}
+        seconds = time.perf_counter() - t0 + res.timings["earlier_s"]  # a resumed training: its earlier runs too
         return {"dataset": spec.dataset, "variant": spec.variant, "seed": spec.seed, "group": spec.group,
                 "label": spec.label, "fraction": spec.fraction, "data_fraction": over["data_fraction"],
                 "test_f1": test.get("f1"), "test_precision": test.get("precision"), "test_recall": test.get("recall"),
@@ -207,8 +208,8 @@ class Bench:
                 "view": test.get("view"), "train_tokens_per_s": res.train_tokens_per_s, "n_train": res.n_train,
                 "best_epoch": res.best_epoch, "resumed_from_epoch": res.resumed_from_epoch,
                 "teacher_s": borrowed["seconds"] if borrowed else res.timings.get("teacher_s"),  # cost_s: a user's,
-                "cost_s": round(time.perf_counter() - t0 + (borrowed["seconds"] if borrowed else 0.0), 1),  # teacher too
-                "seconds": round(time.perf_counter() - t0, 1), "model_dir": str(model_dir) if model_dir.exists() else None,
+                "cost_s": round(seconds + (borrowed["seconds"] if borrowed else 0.0), 1),  # teacher too
+                "seconds": round(seconds, 1), "model_dir": str(model_dir) if model_dir.exists() else None,
                 "mlflow_run_id": tr.run_id, "mlflow_url": tr.url, "mlflow_model_id": tr.model_id, "config_hash": chash,
                 "git_commit": self.commit, "hardware": machine_label(), "overrides": self.args.overrides}
 

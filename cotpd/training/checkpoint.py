@@ -76,6 +76,9 @@ class Progress:
     history: list = field(default_factory=list)
     train_time: float = 0.0
     tokens_seen: int = 0
+    # wall seconds the training has run, over every invocation, up to this state (setup, epochs, dev
+    # scoring): a resumed run adds its own, so its reported cost is the whole training's
+    elapsed_s: float = 0.0
     # the epoch in progress, for a mid-epoch checkpoint
     loss_sum: torch.Tensor | float = 0.0
     ep_tokens: int = 0

@@ -102,6 +102,7 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
     steps_per_epoch = len(bucket_batches(lengths, bs, seed=seed, rank=rank, world=world))
     opt, sched = make_optimizer(model, cfg, steps_per_epoch * epochs)
     prog = resume.restore(model, opt, sched, device, rank) if resume is not None else Progress()
+    earlier_s = prog.elapsed_s  # spent by the invocations before this resume
     ckpt = checkpoint.resume_path(model_dir)
     log.info("%s: rank %d of %d on %s, %d samples, %d steps per epoch", variant, rank, world, device,
              len(feats), steps_per_epoch)
@@ -113,6 +114,7 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
 
     def save_checkpoint() -> None:  # collective under torchrun (RNG states of every rank); rank 0 writes
         rngs = checkpoint.all_rng_states(device, world)
+        prog.elapsed_s = earlier_s + time.perf_counter() - t_start
         if rank == 0:
             checkpoint.save(ckpt, model, opt, sched, prog, ident, rngs, run_id)
 
@@ -180,7 +182,8 @@ def train(train_samples: Sequence[Sample], valid_samples: Sequence[Sample], *, t
             torch.distributed.destroy_process_group()
     if rank == 0:
         checkpoint.remove(model_dir)
-    timings.update(train_s=prog.train_time, total_s=time.perf_counter() - t_start)
+    # total_s: the whole training's wall time, a resumed one's earlier invocations too (up to its checkpoint)
+    timings.update(train_s=prog.train_time, total_s=earlier_s + time.perf_counter() - t_start, earlier_s=earlier_s)
     return TrainResult(variant, str(model_dir), prog.best_epoch, prog.best_dev, test, prog.history,
                        prog.tokens_seen * world / max(1e-9, prog.train_time), timings, len(train_samples), world,
                        resumed_from_epoch=resume.epoch if resume is not None else None)

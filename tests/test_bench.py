@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 
@@ -17,7 +18,7 @@ import yaml  # noqa: E402
 from cotpd.bench import grid as bench, progress  # noqa: E402
 from cotpd.bench.args import BenchArgs  # noqa: E402
 from cotpd.bench.claims import take_claim  # noqa: E402
-from cotpd.bench.report import commit_label, pm, short_commit  # noqa: E402
+from cotpd.bench.report import command_line, commit_label, pm, short_commit  # noqa: E402
 from cotpd.bench.spec import RunSpec  # noqa: E402
 from cotpd.bench.speed import machine_label  # noqa: E402
 from cotpd.errors import CotpdError  # noqa: E402
@@ -178,6 +179,15 @@ def test_short_commit_keeps_the_uncommitted_mark():
     sha = "ff5105c29ca9a3d955573f53c83c18babd79168c"
     assert short_commit(sha) == "ff5105c29ca9"
     assert short_commit(f"{sha} (with uncommitted changes)") == "ff5105c29ca9 (with uncommitted changes)"
+
+
+def test_the_reported_command_can_be_pasted_back():
+    """A --set value with spaces (a YAML mapping) is quoted, so the report's command line reruns as written."""
+    argv = ["--screen", "--datasets", "mnre", "--set", "datasets.mnre.captions.also={format: dict_literal, path: x.txt}"]
+    line = command_line(argv)
+    assert line == "cotpd bench --screen --datasets mnre --set 'datasets.mnre.captions.also={format: dict_literal, path: x.txt}'"
+    assert shlex.split(line)[2:] == argv
+    assert command_line(["--full", "--seeds", "3"]) == "cotpd bench --full --seeds 3"  # plain words stay bare
 
 
 def test_one_seed_is_printed_without_a_spread():

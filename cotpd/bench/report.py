@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 import statistics
 import subprocess
 from collections import Counter
@@ -114,12 +115,17 @@ def short_commit(label: str) -> str:
     return f"{sha[:12]} {mark}" if mark else sha[:12]
 
 
+def command_line(argv: list[str]) -> str:
+    """The invocation as a shell line a user can paste (a `--set` value with spaces stays one word)."""
+    return shlex.join(["cotpd", "bench", *argv])
+
+
 def write_report(res: GridResult, argv: list[str]) -> Path:
     """<out>/README.md (the tables, beside the literature), results.json and the PNG plots."""
     out, mode = res.out, res.args.mode
     out.mkdir(parents=True, exist_ok=True)
     recs, hw, commit = res.records, hardware(), res.commit
-    command = "cotpd bench " + " ".join(argv)
+    command = command_line(argv)
     by_commit = Counter(r.get("git_commit") or "unknown" for r in recs)
     by_machine = Counter(r.get("hardware") or "not recorded" for r in recs)
     by_set = Counter(_set_label(r.get("overrides")) for r in recs)

@@ -58,7 +58,6 @@ class Captions(dict):
             self.empty.add(image_id)
             self.stats["empty"] += 1
 
-
     def joined(self, other: "Captions") -> "Captions":
         """Both sets' captions of each image, this set's first (`captions.also`): an image with a caption
         in only one set keeps that one; it is empty only where neither set has text."""

@@ -39,7 +39,7 @@ from .args import BenchArgs, bench_args, build_parser
 from . import cross, lanes, levers, progress, saved, twostage
 from .claims import take_claim
 from .identity import config_hash
-from .report import GridResult, commit_label, report_dirs, write_report, write_side_reports
+from .report import GridResult, command_line, commit_label, report_dirs, write_report, write_side_reports
 from .spec import MODES, RunSpec, plan_grid
 from .speed import machine_label, measure_speed
 
@@ -259,7 +259,7 @@ class Bench:
         res.wall_s = time.perf_counter() - self.t0
         res.commit = commit_label(self.root, *report_dirs(self.root, self.out, self.args))  # the code as the report is written
         report = write_report(res, argv)
-        write_side_reports(res, "cotpd bench " + " ".join(argv))
+        write_side_reports(res, command_line(argv))
         return report
 
 

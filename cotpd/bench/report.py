@@ -254,22 +254,22 @@ def _per_type(res: GridResult) -> list[str]:
     return L
 
 
-def side_out(root: Path, out: Path, path: Path | None, default: str) -> Path:
+def _side_out(root: Path, out: Path, path: Path | None, default: str) -> Path:
     """--efficiency-out / --ablations-out (relative to the root), else <out>/<default>."""
     return out / default if path is None else path if path.is_absolute() else root / path
 
 
 def report_dirs(root: Path, out: Path, args) -> tuple[Path, Path, Path]:
     """Every folder a bench invocation writes its reports to: --out, the efficiency and the levers report."""
-    return out, side_out(root, out, args.efficiency_out, "efficiency"), side_out(root, out, args.ablations_out, "ablations")
+    return out, _side_out(root, out, args.efficiency_out, "efficiency"), _side_out(root, out, args.ablations_out, "ablations")
 
 
 def write_side_reports(res: GridResult, command: str) -> None:
     """The data-efficiency report (fraction trainings) and the levers table (issue #19), where the grid has them.
     Their command is the one that trains them: a --report-only rewrite names the training command."""
     command = command.replace(" --report-only", "")
+    _, efficiency_out, ablations_out = report_dirs(res.root, res.out, res.args)
     if any(r.get("group") == "fraction" for r in res.records):
-        efficiency.write(res.records, side_out(res.root, res.out, res.args.efficiency_out, "efficiency"), command)
+        efficiency.write(res.records, efficiency_out, command)
     if any(r.get("group") == "levers" for r in res.records):
-        out = side_out(res.root, res.out, res.args.ablations_out, "ablations")
-        levers.write(res.records, out, command, res.commit, mode_line(res), out / "notes.md")
+        levers.write(res.records, ablations_out, command, res.commit, mode_line(res), ablations_out / "notes.md")

@@ -87,9 +87,11 @@ def test_bench_keep_models_keeps_every_seeds_student_for_the_vote(bench_project,
                        "--no-speed", "--groups", "main", "--variants", "baseline", "--keep-models"]) == 0
     kept = sorted(p for p in (out / "runs" / "models").iterdir())
     assert [p.name for p in kept] == ["sample-main-baseline-s13", "sample-main-baseline-s14"]
-    assert main(["prepare", "--dataset", "sample", "--root", str(root)]) == 0  # the bench prepares its own copy
+    # the bench's work folder is a project root (its params.yaml): the vote reads the data the bench
+    # prepared there, and the repo root, which never ran `cotpd prepare`, is not needed
+    assert not (root / "outputs").exists() and (out / "runs" / "params.yaml").is_file()
     capsys.readouterr()
     ens = tmp_path / "ens.json"
-    assert main(["evaluate", "--dataset", "sample", "--root", str(root), "--out", str(ens),
+    assert main(["evaluate", "--dataset", "sample", "--root", str(out / "runs"), "--out", str(ens),
                  *[a for p in kept for a in ("--model", str(p))]]) == 0
     assert len(json.loads(ens.read_text())["members"]) == 2

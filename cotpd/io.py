@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import orjson
+import yaml
 
 from .errors import DataError
 
@@ -76,6 +77,13 @@ def write_json(path: str | Path, obj: Any) -> None:
     with atomic_write(path) as fh:
         json.dump(obj, fh, ensure_ascii=False, indent=2, sort_keys=True)
         fh.write("\n")
+
+
+def write_yaml(path: str | Path, obj: Any, header: str = "") -> None:
+    """A YAML file (a scratch or work root's params.yaml) in the mapping's own key order, atomically."""
+    with atomic_write(path) as fh:
+        fh.write(header)
+        yaml.safe_dump(obj, fh, sort_keys=False)
 
 
 def read_json(path: str | Path) -> Any:

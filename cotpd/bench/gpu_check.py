@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from ..args import root_of
-from ..io import atomic_write
+from ..io import atomic_write, write_yaml
 from ..model.encoder import build_tiny_encoder
 from ..params import absolute_roots, read_params
 from ..training.tracking import git_commit
@@ -46,7 +45,7 @@ def scratch_project(root: Path, work: Path, data: Path | None, device: str, tiny
     if tiny is not None:
         params["train"].update(encoder=str(tiny), epochs=1, max_length=32, knowledge_max_length=48)
     work.mkdir(parents=True, exist_ok=True)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    write_yaml(work / "params.yaml", params)
     for ds in ("sample", "sample_mnre", "twitter2015"):
         if (root / "ledger" / ds).is_dir():
             shutil.copytree(root / "ledger" / ds, work / "ledger" / ds, dirs_exist_ok=True)

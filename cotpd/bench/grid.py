@@ -25,12 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from ..args import root_of, setup_logging
 from ..config import DatasetParams
 from ..errors import CotpdError
-from ..io import atomic_write, read_json, read_jsonl, write_json, write_jsonl
+from ..io import read_json, read_jsonl, write_json, write_jsonl, write_yaml
 from ..model.encoder import build_tiny_encoder
 from ..params import Layout, absolute_roots, apply_set, as_params, dataset_params, read_params, resolve_dataset
 from ..pipeline import run_stage
@@ -113,10 +111,9 @@ class Bench:
         """The params this bench applied, as `<out>/runs/params.yaml`: the work folder is then a project
         root, so `cotpd evaluate --root <out>/runs --model ...` scores the kept students on the data the
         bench prepared (the repo root has none unless `cotpd prepare` ran there)."""
-        with atomic_write(self.work / "params.yaml") as fh:
-            fh.write("# written by `cotpd bench`: params.yaml with dataset roots absolute, the mode and --set\n"
-                     "# merged (a lever's own --set is in its run record, not here)\n")
-            yaml.safe_dump(self.params, fh, sort_keys=False)
+        write_yaml(self.work / "params.yaml", self.params,
+                   "# written by `cotpd bench`: params.yaml with dataset roots absolute, the mode and --set\n"
+                   "# merged (a lever's own --set is in its run record, not here)\n")
 
     # --- the grid ----------------------------------------------------------------------------------
     def grid(self) -> list[RunSpec]:

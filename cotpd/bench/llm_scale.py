@@ -34,7 +34,7 @@ from cotpd_testing.fake_llm_load import LoadProfile
 
 from ..args import setup_logging
 from ..errors import CotpdError
-from ..io import read_json, write_json
+from ..io import read_json, write_json, write_yaml
 from ..params import Layout, find_root
 from .llm_scale_check import STAGE, check_complete, check_kill, paid_between, read_ledgers
 
@@ -120,7 +120,7 @@ def new_root(scratch: Path, name: str, base: Path, params: dict) -> Path:
     """A scratch project root: the prepared samples and captions of `base`, an empty ledger."""
     root = scratch / name
     shutil.copytree(base / "outputs", root / "outputs")
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_yaml(root / "params.yaml", params)
     return root
 
 
@@ -197,7 +197,7 @@ def rehearse(datasets: list[str], scratch: Path, profile: LoadProfile, concurren
                "batch_poll_s": batch_poll_s, "batch_max_requests": batch_max_requests}
         base = scratch / "base"
         base.mkdir()
-        (base / "params.yaml").write_text(yaml.safe_dump(scratch_params(repo, datasets, llm, max_samples)))
+        write_yaml(base / "params.yaml", scratch_params(repo, datasets, llm, max_samples))
         t0 = time.perf_counter()
         run_child("setup", base, datasets, log)
         out["setup_s"] = round(time.perf_counter() - t0, 1)

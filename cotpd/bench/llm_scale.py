@@ -27,15 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from cotpd_testing.fake_llm import ServerProcess
 from cotpd_testing.fake_llm_load import LoadProfile
 
 from ..args import setup_logging
 from ..errors import CotpdError
 from ..io import read_json, write_json, write_yaml
-from ..params import Layout, find_root
+from ..params import Layout, absolute_roots, find_root, read_params
 from .llm_scale_check import STAGE, check_complete, check_kill, paid_between, read_ledgers
 
 PATHS = ("chat", "batch")
@@ -43,12 +41,10 @@ PATHS = ("chat", "batch")
 
 def scratch_params(repo: Path, datasets: list[str], llm: dict, max_samples: int | None) -> dict:
     """The repo's params.yaml for a scratch root: dataset roots made absolute, CoT from the LLM."""
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw = absolute_roots(read_params(repo), repo)
     raw["pipeline"]["datasets"] = list(datasets)
     for ds in datasets:
-        d = raw["datasets"][ds]
-        d["root"] = str((repo / d["root"]).resolve())
-        d.setdefault("overrides", {})["cot"] = {"source": "llm", "max_samples": max_samples}
+        raw["datasets"][ds].setdefault("overrides", {})["cot"] = {"source": "llm", "max_samples": max_samples}
     raw["llm"].update(llm)
     return raw
 

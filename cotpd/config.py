@@ -208,6 +208,9 @@ class TrainCfg(Section):
     data_fraction: float = Field(1.0, gt=0, le=1)
     num_threads: int | None = None
     case_features: Literal["auto"] | StrictBool = "auto"
+    # entity-type hints on the knowledge view's text words, from the "name (type)" items its CoT knowledge
+    # lists (cotpd.model.hints); the prompt view never gets them
+    knowledge_hints: StrictBool = False
     prompt: PromptCfg = Field(default_factory=PromptCfg)
     distill: DistillCfg = Field(default_factory=DistillCfg)
 

@@ -26,6 +26,8 @@ LEVERS: dict[str, dict] = {
     "twostage": {"distill": {"teacher": "auto"}},
     # the teacher: 58% of Twitter-2015's knowledge-view inputs pass 192 subwords (p90: 246, max < 384)
     "kmax320": {"knowledge_max_length": 320},
+    # the knowledge's "name (type)" list matched onto the text words as typed hints (cotpd.model.hints)
+    "hints": {"knowledge_hints": True},
     "warmup1": {"distill": {"warmup_epochs": 1}},          # knowledge view alone for one epoch first
     # what is distilled
     "marginals": {"distill": {"target": "marginals"}},     # CRF posteriors instead of emission softmax

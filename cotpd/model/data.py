@@ -10,7 +10,9 @@ Views (paper Sec. 3.3):
 Case: the default MiniLM is uncased, so the tokenizer throws capitalisation away, the strongest
 single cue for names. With case features on, every subword also carries its word's shape (lower,
 Title, UPPER, mIxed, no letters, @handle, #hashtag, URL), which the student embeds and adds to the
-input embeddings (cotpd.model.student); special tokens and padding get shape 0.
+input embeddings (cotpd.model.student); special tokens and padding get shape 0. With knowledge
+hints on, the knowledge view's text words also carry the entity type its knowledge lists for them
+(cotpd.model.hints); the context, the entity markers and the special tokens get hint 0.
 
 NER labels live on words: each word's label sits on its first subword (HF token-classification
 style, via `word_ids()`); other subwords and special tokens carry none. A word WordPiece maps to no
@@ -29,6 +31,7 @@ import torch
 from ..errors import ConfigError
 from ..records import GRAINS, NerSample, ReSample, Sample
 from .encoder import MARKERS
+from .hints import word_hints
 
 VIEWS = ("text", "know")
 # word shapes for the case features; 0 is special tokens and padding
@@ -104,9 +107,10 @@ class Featurizer:
     """Turns samples into per-view token ids (plus label positions), ready for `collate`."""
 
     def __init__(self, tokenizer, task: str, labels: Sequence[str], max_length: int,
-                 knowledge_max_length: int, grains: Sequence[str] | None = None, case_features: bool = False):
+                 knowledge_max_length: int, grains: Sequence[str] | None = None, case_features: bool = False,
+                 knowledge_hints: bool = False):
         self.tok, self.task, self.labels = tokenizer, task, list(labels)
-        self.case_features = case_features
+        self.case_features, self.knowledge_hints = case_features, knowledge_hints
         self.label_id = {lab: i for i, lab in enumerate(self.labels)}
         self.max_length, self.kmax, self.grains = max_length, knowledge_max_length, grains
         self.pair_extra = tokenizer.num_special_tokens_to_add(pair=True) - tokenizer.num_special_tokens_to_add(pair=False)
@@ -151,6 +155,10 @@ class Featurizer:
         if self.case_features:
             segs, special = (words, ctx), {*MARKERS, self.tok.unk_token}
             feat["case_ids"] = [0 if w is None or segs[sq][w] in special else word_shape(segs[sq][w])
+                                for w, sq in zip(enc.word_ids(), enc.sequence_ids())]
+        if self.knowledge_hints and view == "know":  # text words only; the context and specials get 0
+            hints = word_hints(words, build_context(sample, self.grains))
+            feat["hint_ids"] = [hints[w] if w is not None and sq == 0 and words[w] not in MARKERS else 0
                                 for w, sq in zip(enc.word_ids(), enc.sequence_ids())]
         if self.task == "ner":
             seq, first = enc.sequence_ids(), {}
@@ -198,7 +206,7 @@ def collate(features: list[dict], views: Sequence[str], pad_id: int) -> dict:
         L = max(len(r["input_ids"]) for r in rows)
         vb = {"input_ids": torch.full((len(rows), L), pad_id, dtype=torch.long),
               "attention_mask": torch.zeros((len(rows), L), dtype=torch.long)}
-        for key in ("token_type_ids", "case_ids"):
+        for key in ("token_type_ids", "case_ids", "hint_ids"):
             if key in rows[0]:
                 vb[key] = torch.zeros((len(rows), L), dtype=torch.long)
         if "word_pos" in rows[0]:
@@ -209,7 +217,7 @@ def collate(features: list[dict], views: Sequence[str], pad_id: int) -> dict:
             n = len(r["input_ids"])
             vb["input_ids"][i, :n] = torch.tensor(r["input_ids"])
             vb["attention_mask"][i, :n] = 1
-            for key in ("token_type_ids", "case_ids"):
+            for key in ("token_type_ids", "case_ids", "hint_ids"):
                 if key in vb:
                     vb[key][i, :n] = torch.tensor(r[key])
             if "word_pos" in vb:

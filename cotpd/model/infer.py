@@ -11,7 +11,7 @@ from .data import Featurizer, bucket_batches, collate
 
 def featurizer_for(model) -> Featurizer:
     return Featurizer(model.tokenizer, model.task, model.labels, model.max_length, model.knowledge_max_length,
-                      case_features=model.case_features)
+                      case_features=model.case_features, knowledge_hints=model.knowledge_hints)
 
 
 def autocast(device: torch.device, bf16: bool):

@@ -22,6 +22,7 @@ from . import distill
 from .data import SHAPES, lowercases, special_prefix
 from .encoder import load_encoder, quiet_transformers
 from .heads import TaskHead
+from .hints import HINTS
 from .prompt_generator import PromptGenerator
 
 FORMAT = "cotpd-student/1"
@@ -30,7 +31,7 @@ VARIANTS: tuple[str, ...] = get_args(Variant)
 DROPOUT = 0.1
 # the train params a student's layers and inputs depend on: written to config.json, read back by
 # load_student (as the TrainCfg the reloaded Student is built from)
-STUDENT_KEYS = ("prompt", "distill", "max_length", "knowledge_max_length", "case_features")
+STUDENT_KEYS = ("prompt", "distill", "max_length", "knowledge_max_length", "case_features", "knowledge_hints")
 
 
 class Student(nn.Module):
@@ -55,6 +56,13 @@ class Student(nn.Module):
         self.case_embed = nn.Embedding(len(SHAPES), hidden) if self.case_features else None
         if self.case_embed is not None:
             nn.init.zeros_(self.case_embed.weight)
+        # entity-type hints (cotpd.model.hints) on the knowledge view only, zero at the start like the case
+        # embeddings; built only where a knowledge view is trained, so DDP has no unused parameter
+        self.knowledge_hints = cfg.knowledge_hints
+        trains_know = variant == "knowledge" or (variant == "cotpd" and not cfg.distill.teacher)
+        self.hint_embed = nn.Embedding(len(HINTS), hidden) if cfg.knowledge_hints and trains_know else None
+        if self.hint_embed is not None:
+            nn.init.zeros_(self.hint_embed.weight)
         # training-phase state, set by the training loop before each step (not saved: a resumed
         # training sets it again from its progress): the teacher warm-up (train.distill.warmup_epochs)
         # and the lambda of this step (train.distill.lambda_ramp)
@@ -79,11 +87,14 @@ class Student(nn.Module):
         """Encoder states [B, L, H] aligned with vb["input_ids"]; with `prompt` the k generated
         vectors are inserted after the leading special token(s) and their outputs dropped again."""
         am, tt = vb["attention_mask"], vb.get("token_type_ids")
-        if not prompt and self.case_embed is None:
+        hints = vb.get("hint_ids") if self.hint_embed is not None else None
+        if not prompt and self.case_embed is None and hints is None:
             return self.encoder(input_ids=vb["input_ids"], attention_mask=am, token_type_ids=tt).last_hidden_state
         emb = self.encoder.get_input_embeddings()(vb["input_ids"])
         if self.case_embed is not None:
             emb = emb + self.case_embed(vb["case_ids"])
+        if hints is not None:
+            emb = emb + self.hint_embed(hints)
         if not prompt:
             return self.encoder(inputs_embeds=emb, attention_mask=am, token_type_ids=tt).last_hidden_state
         memory = emb
@@ -150,7 +161,8 @@ class Student(nn.Module):
         return {"format": FORMAT, "task": self.task, "labels": self.labels, "variant": self.variant,
                 "prompt": self.prompt_cfg.model_dump(), "distill": self.distill.model_dump(by_alias=True),
                 "n_prefix": self.n_prefix, "dropout": self.head.dropout.p, "max_length": self.max_length,
-                "knowledge_max_length": self.knowledge_max_length, "case_features": self.case_features}
+                "knowledge_max_length": self.knowledge_max_length, "case_features": self.case_features,
+                "knowledge_hints": self.knowledge_hints}
 
     def save(self, path: str | Path, params: dict | None = None, extra: dict | None = None) -> Path:
         """save_pretrained-style folder: encoder/ (weights + tokenizer), heads.pt, config.json.
@@ -192,8 +204,8 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> Studen
     saved = json.loads(cfg_path.read_text(encoding="utf-8"))
     if saved.get("format") != FORMAT:
         raise ConfigError(f"{cfg_path}: format {saved.get('format')!r}, expected {FORMAT!r}")
-    # folders saved before case features existed have no case_features key: they had none
-    legacy = {"case_features": False}
+    # folders saved before case features or knowledge hints existed have no such key: they had none
+    legacy = {"case_features": False, "knowledge_hints": False}
     cfg = validate(TrainCfg, {**legacy, **{k: saved[k] for k in STUDENT_KEYS if k in saved},
                               "encoder": str(path / "encoder")}, str(cfg_path))
     tokenizer, encoder = load_encoder(path / "encoder")

@@ -1,7 +1,8 @@
 """The distillation levers of issue #19 (train.distill.target / hidden_weight / warmup_epochs /
-lambda_ramp, train.prompt.source): off they are the paper's objective bit for bit; on, each adds
-its term, survives bf16, DDP, save/load and the pyfunc raw-text path, and the warm-up trains and
-selects as documented (cotpd/model/distill.py)."""
+lambda_ramp, train.prompt.source; train.knowledge_hints has tests/test_hints.py and is on with the
+others here): off they are the paper's objective bit for bit; on, each adds its term, survives bf16,
+DDP, save/load and the pyfunc raw-text path, and the warm-up trains and selects as documented
+(cotpd/model/distill.py)."""
 from __future__ import annotations
 
 import itertools
@@ -33,7 +34,7 @@ from test_ddp import torchrun_train  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 ALL_ON = {"distill": {"lambda": 1.0, "temperature": 2.0, "teacher_grad": False, "target": "marginals",
                       "hidden_weight": 0.5, "warmup_epochs": 1, "lambda_ramp": 0.5},
-          "prompt": {"k": 2, "layers": 1, "heads": 2, "source": "contextual"}}
+          "prompt": {"k": 2, "layers": 1, "heads": 2, "source": "contextual"}, "knowledge_hints": True}
 
 
 @pytest.mark.parametrize("item, where", [
@@ -179,9 +180,10 @@ def test_all_levers_in_one_step_under_bf16_autocast(tiny, task):
         st.head.linear.weight.normal_(0, 1.0)
     st.eval()
     st.kl_lambda = lambda_at(st.distill, 1, 4)
-    fz = Featurizer(st.tokenizer, task, st.labels, 32, 48, case_features=True)
-    batch = collate(fz.features([ner(0), ner(1)] if task == "ner" else [re_sample(0), re_sample(1)],
-                                st.train_views), st.train_views, 0)
+    fz = Featurizer(st.tokenizer, task, st.labels, 32, 48, case_features=True, knowledge_hints=True)
+    samples = [ner(0), ner(1)] if task == "ner" else [re_sample(0), re_sample(1)]
+    samples[0].knowledge = {"noun": "1. Barack Obamaification (person) 2. Alice (person) 3. Paris (city)"}
+    batch = collate(fz.features(samples, st.train_views), st.train_views, 0)
     ref = st(batch)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = st(batch)
@@ -189,7 +191,7 @@ def test_all_levers_in_one_step_under_bf16_autocast(tiny, task):
     assert not torch.equal(out["loss"], ref["loss"])  # bf16 ran ...
     assert out["loss"].item() == pytest.approx(ref["loss"].item(), rel=0.05)  # ... and changed little
     out["loss"].backward()
-    for name in ("prompt.queries", "case_embed.weight", "head.linear.weight") + (("head.crf.transitions",)
+    for name in ("prompt.queries", "case_embed.weight", "hint_embed.weight", "head.linear.weight") + (("head.crf.transitions",)
                                                                                    if task == "ner" else ()):
         grad = st.get_parameter(name).grad
         assert grad is not None and grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0, name

@@ -184,15 +184,15 @@ def test_save_load_round_trip_same_predictions(tiny, tmp_path, task):
 
 def test_older_model_folders_still_load_and_bad_ones_name_the_file(tiny, tmp_path):
     """config.json's train keys are validated into TrainCfg on load: a folder saved before case features
-    (and the KL reduction) existed loads as it was trained; a bad value is a ConfigError naming the file."""
+    (knowledge hints, the KL reduction) existed loads as it was trained; a bad value is a ConfigError naming the file."""
     st = build_student("ner", NER_LABELS, "cotpd", tparams(tiny))
     st.save(tmp_path / "m")
     cfg_path = tmp_path / "m" / "config.json"
     cfg = json.loads(cfg_path.read_text())
-    del cfg["case_features"], cfg["distill"]["reduction"]
+    del cfg["case_features"], cfg["knowledge_hints"], cfg["distill"]["reduction"]
     cfg_path.write_text(json.dumps(cfg))
     back = load_student(tmp_path / "m")
-    assert back.case_features is False and back.distill.reduction == "sentence" and back.prompt_cfg.k == 4
+    assert back.case_features is False and back.knowledge_hints is False and back.hint_embed is None and back.distill.reduction == "sentence" and back.prompt_cfg.k == 4
     cfg["distill"]["reduction"] = "batch"
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(ConfigError, match=r"(?s)config\.json: invalid params.*distill\.reduction"):

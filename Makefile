@@ -44,7 +44,11 @@ cluster-test: install
 
 # the checks only a GPU can show (cotpd/bench/gpu_check.py), < 8 minutes on one GPU; writes
 # results/gpu/README.md. Where torch sees no GPU it says so and exits at once.
-gpu-check: install
+# A lent GPU machine has no internet: there a venv carried along with the working tree is used as it
+# is, although the copied pyproject.toml looks newer than its stamp; only a venv that cannot import
+# the check is installed (which needs the package index).
+gpu-check:
+	$(BIN)/python -c "import cotpd.bench.gpu_check" 2>/dev/null || $(MAKE) install
 	$(BIN)/python -m cotpd.bench.gpu_check
 
 clean:

@@ -23,7 +23,7 @@ from cotpd.records import NerSample, ReSample, Span, iob2_labels, to_dict, write
 from cotpd.stages import evaluate as evaluate_stage
 from cotpd.stages import train as train_stage
 from cotpd.training.corpus import load_corpus
-from cotpd.training.job import teacher_dir, train_and_evaluate
+from cotpd.training.job import prepare_training, teacher_dir, train_and_evaluate
 from cotpd.training.loop import bare_loop_throughput, resolve_device, train
 
 TYPES = ["PER", "LOC"]
@@ -176,6 +176,27 @@ def test_two_stages_in_one_training_train_the_teacher_first_and_reuse_it_until_p
     train_and_evaluate("toy", "cotpd", params, tmp_path, evaluate_test=False)
     assert (tdir / "heads.pt").stat().st_mtime_ns != heads
     assert json.loads(tdir.with_name("cotpd.teacher.done.json").read_text())["identity"] != done["identity"]
+
+
+
+def test_a_two_stage_cotpd_distils_the_knowledge_variant_the_pipeline_trained_before_it(tiny, tmp_path):
+    """train.variants [knowledge, cotpd] with teacher=auto: the knowledge stage's own model is the
+    teacher (trained once); a knowledge model of other params is not, and the CoTPD trains its own."""
+    params = project(tmp_path, tiny)
+    params["train"]["distill"]["teacher"] = "auto"
+    lay = Layout(tmp_path, "toy")
+    know = train_stage.run("toy", tmp_path, params, variant="knowledge", tracker=False)
+    done = json.loads(lay.model_dir("knowledge").with_name("knowledge.done.json").read_text())
+    assert done["dev_f1"] == know["dev_f1"] and done["seconds"] > 0
+    heads = (lay.model_dir("knowledge") / "heads.pt").stat().st_mtime_ns
+    summary = train_stage.run("toy", tmp_path, params, variant="cotpd", tracker=False)
+    assert load_student(summary["model_dir"]).distill.teacher == str(lay.model_dir("knowledge"))
+    assert not teacher_dir(lay.model_dir("cotpd")).exists()  # no second knowledge view
+    assert (lay.model_dir("knowledge") / "heads.pt").stat().st_mtime_ns == heads
+    assert summary["timings"]["teacher_s"] == pytest.approx(done["seconds"])
+    params["seed"] = 4  # the knowledge model on disk is seed 3's: not this CoTPD's teacher
+    other = prepare_training("toy", "cotpd", params, tmp_path)
+    assert other.teacher is not None and other.teacher.model_dir == teacher_dir(lay.model_dir("cotpd"))
 
 
 def test_corpus_joins_context_and_filters_augmented(tiny, tmp_path):

@@ -11,8 +11,11 @@ Two stages in one training (train.distill.teacher=auto, issue #19): a CoTPD job 
 teacher, the knowledge view, into `<model_dir>.teacher` beside its own folder (as its resume
 checkpoint sits beside it: not a declared output, no DVC cycle), then distils it into the prompt view
 (cotpd.model.teacher). A teacher that finished for exactly these params and data is reused, one that
-was killed resumes, and the student's time counts the teacher's. The bench passes its own seed's
-knowledge model instead, which its grid trains anyway.
+was killed resumes, and the student's time counts the teacher's. Every finished knowledge-view job
+leaves that record (`<model_dir>.done.json`), so a pipeline that trains the `knowledge` variant before
+a two-stage `cotpd` (train.variants [knowledge, cotpd]) distils that model instead of training the
+same knowledge view a second time. The bench passes its own seed's knowledge model, which its grid
+trains anyway.
 """
 from __future__ import annotations
 
@@ -76,16 +79,12 @@ class TrainingJob:
         if self.teacher is None:
             return self.teacher_done
         log.info("two stages: training the teacher (knowledge view) into %s", self.teacher.model_dir)
-        t0 = time.perf_counter()
-        res = self.teacher.run(evaluate_test=False, progress=progress, keep_group=True)
-        done = {"identity": self.teacher.ident, "dev_f1": res.best_dev.get("f1"), "best_epoch": res.best_epoch,
-                "seconds": time.perf_counter() - t0 + res.timings["earlier_s"]}
-        if dist_env()[0] == 0:
-            write_json(_done_path(self.teacher.model_dir), done)  # atomic: a killed teacher leaves none
-        return done
+        self.teacher.run(evaluate_test=False, progress=progress, keep_group=True)
+        return self.teacher.teacher_done  # a knowledge job's own record (run, below)
 
     def run(self, on_epoch_end: Callable[[int, dict], None] | None = None, evaluate_test: bool = True,
             progress: bool | None = None, run_id: str | None = None, keep_group: bool = False) -> TrainResult:
+        t0 = time.perf_counter()
         done = self.run_teacher(progress)
         c, dp = self.corpus, self.corpus.dparams
         result = train(c.train, c.valid, task=c.task, labels=c.labels, variant=self.variant, cfg=dp.train,
@@ -94,6 +93,12 @@ class TrainingJob:
                        test_knowledge_view=dp.eval.view == "knowledge", resume=self.resume, run_id=run_id,
                        keep_group=keep_group)
         result.data = dict(c.stats)
+        if self.variant == "knowledge":  # a teacher for any two-stage CoTPD of these params and data
+            self.teacher_done = {"identity": self.ident, "dev_f1": result.best_dev.get("f1"),
+                                 "best_epoch": result.best_epoch,
+                                 "seconds": time.perf_counter() - t0 + result.timings["earlier_s"]}
+            if dist_env()[0] == 0:
+                write_json(_done_path(self.model_dir), self.teacher_done)  # atomic: a killed job leaves none
         if done is not None:  # the cost of two stages is both trainings (MLflow: time_teacher_s, teacher_dev_f1)
             result.timings["teacher_s"] = float(done["seconds"])
             result.teacher_dev_f1 = done["dev_f1"]
@@ -110,10 +115,15 @@ def prepare_training(dataset: str, variant: str, params: Params | dict, root: st
     model_dir = Path(model_dir) if model_dir else Layout(root, dataset).model_dir(variant)
     if variant != "cotpd" or corpus.dparams.train.distill.teacher != teacher.KNOWLEDGE:
         return _job(corpus, variant, seed, model_dir, fresh)
-    tdir = teacher_dir(model_dir)
     # the teacher reads the same samples; its own params copy keeps "auto" (no path in its identity)
+    tdir = teacher_dir(model_dir)
     job_teacher = _job(replace(corpus, dparams=corpus.dparams.model_copy(deep=True)), "knowledge", seed, tdir, fresh)
-    done = None if fresh else _finished(tdir, job_teacher.ident)
+    done = None
+    if not fresh:  # the knowledge variant this project already trained, if it is this teacher; else its own
+        known = Layout(root, dataset).model_dir("knowledge")
+        done = _finished(known, job_teacher.ident, quiet=True)
+        tdir = known if done is not None else tdir
+        done = done or _finished(tdir, job_teacher.ident)
     corpus.dparams.train.distill.teacher = str(tdir)
     job = _job(corpus, variant, seed, model_dir, fresh)
     job.teacher, job.teacher_done = (None, done) if done is not None else (job_teacher, None)
@@ -129,14 +139,15 @@ def _job(corpus: Corpus, variant: str, seed: int, model_dir: Path, fresh: bool) 
                        checkpoint.find(model_dir, ident, fresh), ident)
 
 
-def _finished(tdir: Path, ident: dict) -> dict | None:
+def _finished(tdir: Path, ident: dict, quiet: bool = False) -> dict | None:
     """The record of a teacher that finished for exactly this identity (params and data), else None."""
     path = _done_path(tdir)
     if not path.exists() or not (tdir / "config.json").exists():
         return None
     done = read_json(path)
     if done.get("identity") != ident:
-        log.info("two stages: the teacher in %s was trained with other params or data: training it again", tdir)
+        if not quiet:
+            log.info("two stages: the teacher in %s was trained with other params or data: training it again", tdir)
         return None
     log.info("two stages: reusing the teacher in %s (dev F1 %.4f)", tdir, done.get("dev_f1") or 0.0)
     return done

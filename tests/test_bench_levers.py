@@ -14,8 +14,8 @@ from cotpd.bench.args import BenchArgs  # noqa: E402
 from cotpd.bench.spec import MODES, RunSpec, plan_grid  # noqa: E402
 from cotpd.config import TrainCfg  # noqa: E402
 from cotpd.errors import ConfigError  # noqa: E402
-from cotpd.io import read_json, write_json  # noqa: E402
-from cotpd.params import apply_set, parse_set, read_params, validate  # noqa: E402
+from cotpd.io import read_json, write_json, write_jsonl  # noqa: E402
+from cotpd.params import Layout, apply_set, parse_set, read_params, validate  # noqa: E402
 from bench_helpers import REPO, project  # noqa: E402,F401  (fixture)
 
 
@@ -52,6 +52,13 @@ def test_screen_mode_plans_the_main_grid_and_each_lever_at_every_seed(tmp_path):
     # the shared table is never handed out to be mutated
     spec.train["distill"]["target"] = "emission"
     assert levers.LEVERS["marginals"] == {"distill": {"target": "marginals"}}
+    # the report's "knowledge view" label reads the grains in every mode, the screen's too
+    assert plan.grains == {"sample": []}  # nothing prepared
+    lay = Layout(tmp_path, "sample")
+    lay.knowledge.parent.mkdir(parents=True)
+    write_jsonl(lay.knowledge, [{"grain": "precomputed", "sample_id": "train-0", "text": "Named entities: ..."},
+                                {"grain": "noun", "sample_id": "train-1", "text": " "}])
+    assert plan_grid(MODES["screen"], ["sample"], [13], tmp_path).grains == {"sample": ["precomputed"]}
 
 
 @pytest.mark.timeout(400)

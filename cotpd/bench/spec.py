@@ -108,6 +108,8 @@ def plan_grid(mode: Mode, datasets: list[str], seeds: list[int], work: Path, lev
     section), then data efficiency, then the ablations the prepared data in `work` allows, then
     the levers (each a CoTPD with train.* overrides, at every seed: their gains are paired)."""
     plan = Plan([RunSpec(ds, v, s) for s in seeds for ds in datasets for v in VARIANTS], {}, [])
+    for ds in datasets:  # every mode's report says whether the knowledge view had any CoT
+        plan.grains[ds] = _grains(Layout(work, ds))
     lever_specs = [RunSpec(ds, "cotpd", s, "levers", name, train=copy.deepcopy(LEVERS[name]))
                    for s in seeds for ds in datasets for name in levers]
     if mode.screen:
@@ -135,10 +137,15 @@ def cross_specs(datasets: list[str], tasks: dict[str, str], seed: int) -> list[R
             for a in ner for b in ner if a != b for v in ("baseline", "cotpd")]
 
 
+def _grains(lay: Layout) -> list[str]:
+    """The CoT grains with any text in a prepared dataset's knowledge.jsonl."""
+    if not lay.knowledge.exists():
+        return []
+    return sorted({r["grain"] for r in read_jsonl(lay.knowledge) if (r.get("text") or "").strip()})
+
+
 def _ablations(plan: Plan, lay: Layout, ds: str, seed: int) -> list[RunSpec]:
-    grains = sorted({r["grain"] for r in read_jsonl(lay.knowledge) if (r.get("text") or "").strip()}) \
-        if lay.knowledge.exists() else []
-    plan.grains[ds] = grains  # the report says whether the knowledge view had any CoT
+    grains = plan.grains[ds]
     specs = []
     if len(grains) > 1:
         specs += [RunSpec(ds, "cotpd", seed, "ablation", f"grain={g}", knowledge_grains=[g]) for g in grains]

@@ -70,9 +70,11 @@ def test_smoke_bench_writes_report_plots_and_runs(project):
         run = client.get_run(r["mlflow_run_id"])
         assert run.data.tags["bench"] == "smoke" and run.data.tags["bench_group"] == r["group"]
         assert run.data.metrics["test_f1"] == pytest.approx(r["test_f1"])
-    # only the first seed's main models are kept
-    kept = sorted(p.name for p in (out / "runs" / "models").iterdir())
+    # only the first seed's main models are kept, each knowledge view with its record (a teacher for two stages)
+    entries = sorted(p.name for p in (out / "runs" / "models").iterdir())
+    kept = [k for k in entries if not k.endswith(".done.json")]
     assert len(kept) == 6 and all(k.endswith("-s13") for k in kept)
+    assert [k for k in entries if k.endswith(".done.json")] == [f"{k}.done.json" for k in kept if "-knowledge-" in k]
 
 
 def test_quick_mode_params_and_data_path(tmp_path):

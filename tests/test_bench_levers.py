@@ -79,6 +79,10 @@ def test_levers_train_beside_the_grid_and_get_a_paired_table(project):
     for s in (13, 14):
         teacher_dir = out / "runs" / "models" / f"sample-main-knowledge-s{s}"
         assert (teacher_dir / "config.json").exists()
+        assert read_json(teacher_dir.with_name(f"{teacher_dir.name}.done.json"))["seconds"] > 0
+    # a model the grid drops takes its record with it
+    models = out / "runs" / "models"
+    assert all(p.with_name(p.name.removesuffix(".done.json")).is_dir() for p in models.glob("*.done.json"))
     assert runs[("levers", "cotpd", "T1", 13)]["overrides"] == {}  # the lever is in the spec, not a --set
     rows = {r["config"]: r for r in read_json(abl / "results.json")["rows"]}
     t1, ref, base = rows["T1"], rows["cotpd (default)"], rows["baseline"]

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..model.teacher import KNOWLEDGE
-from ..training.job import teacher_dir
+from ..training.job import done_path, teacher_dir
 from .spec import RunSpec
 
 
@@ -44,6 +44,8 @@ def is_teacher(spec: RunSpec, distill_teacher: str | None) -> bool:
 
 
 def drop_model(model_dir: Path) -> None:
-    """A model the grid does not keep, with the teacher an `auto` training made beside it."""
-    shutil.rmtree(model_dir, ignore_errors=True)
-    shutil.rmtree(teacher_dir(model_dir), ignore_errors=True)
+    """A model the grid does not keep, with the teacher an `auto` training made beside it (and the
+    records of finished knowledge views, cotpd.training.job.done_path)."""
+    for folder in (model_dir, teacher_dir(model_dir)):
+        shutil.rmtree(folder, ignore_errors=True)
+        done_path(folder).unlink(missing_ok=True)

@@ -48,8 +48,9 @@ def teacher_dir(model_dir: Path) -> Path:
     return model_dir.with_name(f"{model_dir.name}.teacher")
 
 
-def _done_path(tdir: Path) -> Path:
-    return tdir.with_name(f"{tdir.name}.done.json")
+def done_path(model_dir: Path) -> Path:
+    """The record a finished knowledge-view job leaves beside its folder (identity, dev F1, seconds)."""
+    return model_dir.with_name(f"{model_dir.name}.done.json")
 
 
 @dataclass
@@ -69,6 +70,7 @@ class TrainingJob:
     ident: dict
     teacher: TrainingJob | None = None
     teacher_done: dict | None = None
+    record: dict | None = None  # a finished knowledge job's own record (done_path): a teacher for others
 
     @property
     def resume_run_id(self) -> str | None:
@@ -80,7 +82,7 @@ class TrainingJob:
             return self.teacher_done
         log.info("two stages: training the teacher (knowledge view) into %s", self.teacher.model_dir)
         self.teacher.run(evaluate_test=False, progress=progress, keep_group=True)
-        return self.teacher.teacher_done  # a knowledge job's own record (run, below)
+        return self.teacher.record
 
     def run(self, on_epoch_end: Callable[[int, dict], None] | None = None, evaluate_test: bool = True,
             progress: bool | None = None, run_id: str | None = None, keep_group: bool = False) -> TrainResult:
@@ -94,11 +96,10 @@ class TrainingJob:
                        keep_group=keep_group)
         result.data = dict(c.stats)
         if self.variant == "knowledge":  # a teacher for any two-stage CoTPD of these params and data
-            self.teacher_done = {"identity": self.ident, "dev_f1": result.best_dev.get("f1"),
-                                 "best_epoch": result.best_epoch,
-                                 "seconds": time.perf_counter() - t0 + result.timings["earlier_s"]}
+            self.record = {"identity": self.ident, "dev_f1": result.best_dev.get("f1"), "best_epoch": result.best_epoch,
+                           "seconds": time.perf_counter() - t0 + result.timings["earlier_s"]}
             if dist_env()[0] == 0:
-                write_json(_done_path(self.model_dir), self.teacher_done)  # atomic: a killed job leaves none
+                write_json(done_path(self.model_dir), self.record)  # atomic: a killed job leaves none
         if done is not None:  # the cost of two stages is both trainings (MLflow: time_teacher_s, teacher_dev_f1)
             result.timings["teacher_s"] = float(done["seconds"])
             result.teacher_dev_f1 = done["dev_f1"]
@@ -141,7 +142,7 @@ def _job(corpus: Corpus, variant: str, seed: int, model_dir: Path, fresh: bool) 
 
 def _finished(tdir: Path, ident: dict, quiet: bool = False) -> dict | None:
     """The record of a teacher that finished for exactly this identity (params and data), else None."""
-    path = _done_path(tdir)
+    path = done_path(tdir)
     if not path.exists() or not (tdir / "config.json").exists():
         return None
     done = read_json(path)

@@ -43,6 +43,7 @@ ALL_ON = {"distill": {"lambda": 1.0, "temperature": 2.0, "teacher_grad": False, 
     ("train.prompt.source=both", "train.prompt.source: Input should be 'embeddings' or 'contextual'"),
     ("train.distill.warmup_epochs=-1", "train.distill.warmup_epochs: Input should be greater than or equal to 0"),
     ("train.distill.lambda_ramp=1.5", "train.distill.lambda_ramp: Input should be less than or equal to 1"),
+    ("train.knowledge_hints=sometimes", "train.knowledge_hints: Input should be a valid boolean"),
 ])
 def test_bad_lever_values_are_refused_naming_the_key(item, where):
     with pytest.raises(ConfigError) as err:

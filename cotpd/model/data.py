@@ -138,11 +138,12 @@ class Featurizer:
 
     def encode(self, sample: Sample, view: str, words: list[str] | None = None) -> dict:
         words = words if words is not None else self.words(sample)
-        ctx: list[str] = []
+        context, ctx = "", []
         if view == "text":
             enc = self.tok(words, is_split_into_words=True, truncation=True, max_length=self.max_length)
         else:
-            ctx = build_context(sample, self.grains).split()
+            context = build_context(sample, self.grains)
+            ctx = context.split()
             n_text = len(self.tok(words, is_split_into_words=True)["input_ids"])
             if not ctx or n_text + self.pair_extra + 1 > self.kmax:
                 enc = self.tok(words, is_split_into_words=True, truncation=True, max_length=self.kmax)
@@ -157,7 +158,7 @@ class Featurizer:
             feat["case_ids"] = [0 if w is None or segs[sq][w] in special else word_shape(segs[sq][w])
                                 for w, sq in zip(enc.word_ids(), enc.sequence_ids())]
         if self.knowledge_hints and view == "know":  # text words only; the context and specials get 0
-            hints = word_hints(words, build_context(sample, self.grains))
+            hints = word_hints(words, context)
             feat["hint_ids"] = [hints[w] if w is not None and sq == 0 and words[w] not in MARKERS else 0
                                 for w, sq in zip(enc.word_ids(), enc.sequence_ids())]
         if self.task == "ner":

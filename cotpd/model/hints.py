@@ -31,6 +31,7 @@ COARSE: dict[str, tuple[str, ...]] = {
 NOT_NAMED = ("date", "year", "time", "number", "day", "month", "quantity", "money", "percent")
 # hint ids: 0 special tokens, padding and the context segment; 1 a text word no listed name covers
 HINTS = ("none", "unnamed", *(f"{bio}-{t}" for t in (*COARSE, "other") for bio in "BI"))
+UNNAMED = HINTS.index("unnamed")
 
 _ITEM = re.compile(r"(?:\d+\.|[-*\u2022])\s*([^()\n]+?)\s*\(([^()]{1,60})\)")
 
@@ -59,11 +60,11 @@ def word_hints(words: Sequence[str], knowledge: str) -> list[int]:
     """A hint id (HINTS) per word: every occurrence of a listed name in `words` (case and leading @/#
     ignored) is marked B-/I-type, longer names first; a word keeps the first mark it gets."""
     norm = [_norm(w) for w in words]
-    out = [HINTS.index("unnamed")] * len(words)
+    out = [UNNAMED] * len(words)
     for name, kind in sorted(named(knowledge), key=lambda item: -len(item[0])):
         n = len(name)
         for i in range(len(norm) - n + 1):
-            if norm[i:i + n] == name and all(h == 1 for h in out[i:i + n]):
+            if norm[i:i + n] == name and all(h == UNNAMED for h in out[i:i + n]):
                 out[i:i + n] = [HINTS.index(f"B-{kind}")] + [HINTS.index(f"I-{kind}")] * (n - 1)
     return out
 

@@ -59,7 +59,7 @@ class Student(nn.Module):
         # entity-type hints (cotpd.model.hints) on the knowledge view only, zero at the start like the case
         # embeddings; built only where a knowledge view is trained, so DDP has no unused parameter
         self.knowledge_hints = cfg.knowledge_hints
-        trains_know = variant == "knowledge" or (variant == "cotpd" and not cfg.distill.teacher)
+        trains_know = "know" in self.train_views
         self.hint_embed = nn.Embedding(len(HINTS), hidden) if cfg.knowledge_hints and trains_know else None
         if self.hint_embed is not None:
             nn.init.zeros_(self.hint_embed.weight)

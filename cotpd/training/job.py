@@ -117,14 +117,11 @@ def prepare_training(dataset: str, variant: str, params: Params | dict, root: st
     if variant != "cotpd" or corpus.dparams.train.distill.teacher != teacher.KNOWLEDGE:
         return _job(corpus, variant, seed, model_dir, fresh)
     # the teacher reads the same samples; its own params copy keeps "auto" (no path in its identity)
-    tdir = teacher_dir(model_dir)
-    job_teacher = _job(replace(corpus, dparams=corpus.dparams.model_copy(deep=True)), "knowledge", seed, tdir, fresh)
-    done = None
-    if not fresh:  # the knowledge variant this project already trained, if it is this teacher; else its own
-        known = Layout(root, dataset).model_dir("knowledge")
-        done = _finished(known, job_teacher.ident, quiet=True)
-        tdir = known if done is not None else tdir
-        done = done or _finished(tdir, job_teacher.ident)
+    own = teacher_dir(model_dir)
+    job_teacher = _job(replace(corpus, dparams=corpus.dparams.model_copy(deep=True)), "knowledge", seed, own, fresh)
+    # a finished teacher: the knowledge variant this project already trained if it is this one, else its own
+    found = () if fresh else (Layout(root, dataset).model_dir("knowledge"), own)
+    tdir, done = next(((d, rec) for d in found if (rec := _finished(d, job_teacher.ident)) is not None), (own, None))
     corpus.dparams.train.distill.teacher = str(tdir)
     job = _job(corpus, variant, seed, model_dir, fresh)
     job.teacher, job.teacher_done = (None, done) if done is not None else (job_teacher, None)
@@ -140,15 +137,14 @@ def _job(corpus: Corpus, variant: str, seed: int, model_dir: Path, fresh: bool) 
                        checkpoint.find(model_dir, ident, fresh), ident)
 
 
-def _finished(tdir: Path, ident: dict, quiet: bool = False) -> dict | None:
+def _finished(tdir: Path, ident: dict) -> dict | None:
     """The record of a teacher that finished for exactly this identity (params and data), else None."""
     path = done_path(tdir)
     if not path.exists() or not (tdir / "config.json").exists():
         return None
     done = read_json(path)
     if done.get("identity") != ident:
-        if not quiet:
-            log.info("two stages: the teacher in %s was trained with other params or data: training it again", tdir)
+        log.info("two stages: the knowledge view in %s was trained with other params or data: not this teacher", tdir)
         return None
     log.info("two stages: reusing the teacher in %s (dev F1 %.4f)", tdir, done.get("dev_f1") or 0.0)
     return done

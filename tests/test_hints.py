@@ -21,7 +21,7 @@ from cotpd.model.infer import featurizer_for  # noqa: E402
 from cotpd import readers  # noqa: E402
 from cotpd.params import dataset_params  # noqa: E402
 from cotpd.serving.pyfunc import StudentModel, pip_requirements, signature  # noqa: E402
-from model_helpers import NER_LABELS, RE_LABELS, ner, re_sample, tiny, tparams  # noqa: E402,F401  (tiny: fixture)
+from model_helpers import NER_LABELS, RE_LABELS, bf16_step, ner, re_sample, tiny, tparams  # noqa: E402,F401  (tiny: fixture)
 
 LISTED = "Named entities:1. Barack Obamaification (person/politician)2. Paris (city)3. 2016 (year)Reasoning: he (a man) is in Paris"
 
@@ -105,13 +105,7 @@ def test_a_step_with_hints_under_bf16_autocast(tiny, task):
     samples = [ner(0), ner(1)] if task == "ner" else [re_sample(0), re_sample(1)]
     samples[0].knowledge = {"noun": LISTED if task == "ner" else "1. Alice (person) 2. Bob (person)"}
     batch = collate(featurizer_for(st).features(samples, st.train_views), st.train_views, 0)
-    st.eval()
-    ref = st(batch)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = st(batch)
-    assert out["loss"].dtype == torch.float32 and not torch.equal(out["loss"], ref["loss"])
-    assert out["loss"].item() == pytest.approx(ref["loss"].item(), rel=0.05)
-    out["loss"].backward()
+    bf16_step(st, batch)
     grad = st.hint_embed.weight.grad
     assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
     used = set(batch["know"]["hint_ids"].flatten().tolist())  # 0: the special tokens and the context

@@ -9,14 +9,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from cotpd.model import DEFAULT_ENCODER, MARKERS, build_student, load_encoder, load_student, predict  # noqa: E402
 from cotpd.model.data import Featurizer, collate  # noqa: E402
 from cotpd.model.encoder import MARKER_PUNCT  # noqa: E402
 from cotpd.serving.pyfunc import StudentModel, pip_requirements, signature  # noqa: E402
-from model_helpers import NER_LABELS, RE_LABELS, re_sample, tiny, tparams  # noqa: E402,F401  (tiny: fixture)
+from model_helpers import NER_LABELS, RE_LABELS, bf16_step, re_sample, tiny, tparams  # noqa: E402,F401  (tiny: fixture)
 
 
 def _rows(st, tokens) -> torch.Tensor:
@@ -54,14 +53,7 @@ def test_the_default_encoders_mean_markers_are_one_vector():
 def test_punct_markers_train_under_bf16_autocast(tiny):
     st = build_student("re", RE_LABELS, "cotpd", tparams(tiny, marker_init="punct"))
     fz = Featurizer(st.tokenizer, "re", st.labels, 32, 48)
-    batch = collate(fz.features([re_sample(0), re_sample(1)], st.train_views), st.train_views, 0)
-    st.eval()
-    ref = st(batch)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = st(batch)
-    assert out["loss"].dtype == torch.float32 and not torch.equal(out["loss"], ref["loss"])
-    assert out["loss"].item() == pytest.approx(ref["loss"].item(), rel=0.05)
-    out["loss"].backward()
+    bf16_step(st, collate(fz.features([re_sample(0), re_sample(1)], st.train_views), st.train_views, 0))
     grad = st.encoder.get_input_embeddings().weight.grad
     ids = st.tokenizer.convert_tokens_to_ids(list(MARKERS))
     assert torch.isfinite(grad).all() and all(grad[i].abs().sum() > 0 for i in ids)

@@ -274,6 +274,11 @@ def test_a_distillation_change_retrains_cotpd_only_and_legacy_records_are_re_key
     assert [b.spec_params(s)[2] == other.spec_params(s)[2] for s in specs] == [True, True, False]
     epochs = bench.Bench(REPO, out, BenchArgs(mode="smoke", overrides={"train": {"epochs": 3}}))
     assert all(b.spec_params(s)[2] != epochs.spec_params(s)[2] for s in specs)  # what every variant reads
+    # an NER dataset has no entity markers: their initialisation keeps every variant's result
+    markers = bench.Bench(REPO, out, BenchArgs(mode="smoke", overrides={"train": {"marker_init": "punct"}}))
+    assert all(b.spec_params(s)[2] == markers.spec_params(s)[2] for s in specs)
+    re_spec = RunSpec("sample_mnre", "baseline", 13)  # ... an RE dataset's do
+    assert b.spec_params(re_spec)[2] != markers.spec_params(re_spec)[2]
     rec = {"dataset": "sample", "group": "main", "label": "", "seed": 13, "test_f1": 0.5}
     for s in specs:
         write_json(b.done_dir / f"{s.key}.json", {**rec, "variant": s.variant, "config_hash": b.spec_params(s, legacy=True)[2]})

@@ -1,8 +1,9 @@
 """The distillation levers of issue #19 (train.distill.target / hidden_weight / warmup_epochs /
-lambda_ramp, train.prompt.source; train.knowledge_hints and train.marker_init have tests/test_hints.py and
-tests/test_markers.py and are on with the others here): off they are the paper's objective bit for bit; on, each adds its term, survives bf16,
-DDP, save/load and the pyfunc raw-text path, and the warm-up trains and selects as documented
-(cotpd/model/distill.py). The levers' pieces apart from a model: tests/test_lever_terms.py."""
+lambda_ramp, train.prompt.source; train.knowledge_hints and train.marker_init have their own tests,
+tests/test_hints.py and tests/test_markers.py, and are on with the others here): off they are the
+paper's objective bit for bit; on, each adds its term, survives bf16, DDP, save/load and the pyfunc
+raw-text path, and the warm-up trains and selects as documented (cotpd/model/distill.py). The
+levers' pieces apart from a model: tests/test_lever_terms.py."""
 from __future__ import annotations
 
 import json

@@ -15,6 +15,7 @@ from cotpd.model import DEFAULT_ENCODER, MARKERS, build_student, load_encoder, l
 from cotpd.model.data import Featurizer, collate  # noqa: E402
 from cotpd.model.encoder import MARKER_PUNCT  # noqa: E402
 from cotpd.serving.pyfunc import StudentModel, pip_requirements, signature  # noqa: E402
+from cotpd.records import Span  # noqa: E402
 from model_helpers import NER_LABELS, RE_LABELS, bf16_step, re_sample, tiny, tparams  # noqa: E402,F401  (tiny: fixture)
 
 
@@ -75,3 +76,20 @@ def test_punct_markers_survive_save_load_and_the_pyfunc_raw_text_path(tiny, tmp_
     served = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
     out = served.predict(pd.DataFrame({"text": ["Alice met Bob in Rome"] * 2, "head": ["Alice"] * 2, "tail": ["Bob"] * 2}))
     assert list(out["relation"]) == predict(st, samples)
+
+
+def test_a_marker_cut_by_truncation_is_reported_not_silent(tiny, caplog):
+    """A tail past train.max_length is classified from [CLS]: the featurizer names the sample and the key."""
+    st = build_student("re", RE_LABELS, "cotpd", tparams(tiny))
+    far = re_sample(7)
+    far.tokens = far.tokens + ["and"] * 40 + ["Carol"]
+    far.tail = Span(len(far.tokens) - 1, len(far.tokens), "Carol")
+    fz = Featurizer(st.tokenizer, "re", st.labels, 16, 48)
+    with caplog.at_level("WARNING", logger="cotpd.model.data"):
+        feats = fz.features([re_sample(0), far], st.train_views)
+    assert feats[1]["text"]["marker_pos"][1] == 0 and feats[0]["text"]["marker_pos"][1] > 0
+    assert "1 of 2 RE samples (first: 'r7')" in caplog.text and "train.max_length (now 16)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cotpd.model.data"):
+        Featurizer(st.tokenizer, "re", st.labels, 64, 96).features([far], st.train_views)
+    assert "truncation" not in caplog.text

@@ -23,6 +23,7 @@ CRF mask stays contiguous).
 """
 from __future__ import annotations
 
+import logging
 import random
 from typing import Mapping, Sequence
 
@@ -32,6 +33,8 @@ from ..errors import ConfigError
 from ..records import GRAINS, NerSample, ReSample, Sample
 from .encoder import MARKERS
 from .hints import word_hints
+
+log = logging.getLogger(__name__)
 
 VIEWS = ("text", "know")
 # word shapes for the case features; 0 is special tokens and padding
@@ -171,7 +174,7 @@ class Featurizer:
             feat["labels"] = [self.label_id.get(lab, 0) for lab in sample.labels[:n_cov]] or [0]
         else:
             ids = feat["input_ids"]
-            # a marker cut off by truncation falls back to the first token
+            # a marker cut off by truncation falls back to the first token ([CLS]; features() warns)
             feat["marker_pos"] = [ids.index(m) if m in ids else 0 for m in (self.marker_ids[0], self.marker_ids[2])]
             feat["label"] = self.label_id.get(sample.relation, 0)
         return feat
@@ -187,7 +190,18 @@ class Featurizer:
             f = {v: self.encode(s, v, words) for v in views}
             f["index"], f["length"] = i, sum(len(f[v]["input_ids"]) for v in views)
             out.append(f)
+        if self.task == "re":
+            self._warn_cut_markers(samples, out, views)
         return out
+
+    def _warn_cut_markers(self, samples: Sequence[Sample], out: list[dict], views: Sequence[str]) -> None:
+        """Say so when truncation cut an entity marker: that pair is classified from [CLS] instead."""
+        starts = (self.marker_ids[0], self.marker_ids[2])
+        cut = [s.id for s, f in zip(samples, out) if any(m not in f[v]["input_ids"] for v in views for m in starts)]
+        if cut:
+            log.warning("%d of %d RE samples (first: %r) lose an entity marker to truncation and are classified "
+                        "from [CLS]; raise train.max_length (now %d) or train.knowledge_max_length (now %d)",
+                        len(cut), len(samples), cut[0], self.max_length, self.kmax)
 
     def check_labels(self, samples: Sequence[Sample]) -> None:
         gold = {lab for s in samples for lab in (s.labels if isinstance(s, NerSample) else [s.relation])}

@@ -196,8 +196,8 @@ class Featurizer:
 
     def _warn_cut_markers(self, samples: Sequence[Sample], out: list[dict], views: Sequence[str]) -> None:
         """Say so when truncation cut an entity marker: that pair is classified from [CLS] instead."""
-        starts = (self.marker_ids[0], self.marker_ids[2])
-        cut = [s.id for s, f in zip(samples, out) if any(m not in f[v]["input_ids"] for v in views for m in starts)]
+        # a marker never sits at position 0 ([CLS]), so marker_pos 0 is encode()'s fallback for a cut one
+        cut = [s.id for s, f in zip(samples, out) if any(0 in f[v]["marker_pos"] for v in views)]
         if cut:
             log.warning("%d of %d RE samples (first: %r) lose an entity marker to truncation and are classified "
                         "from [CLS]; raise train.max_length (now %d) or train.knowledge_max_length (now %d)",

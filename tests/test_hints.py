@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 from cotpd.model import build_student, entities, load_student, predict  # noqa: E402
 from cotpd.model.data import collate  # noqa: E402
-from cotpd.model.hints import HINTS, coarse_type, named, word_hints  # noqa: E402
+from cotpd.model.hints import HINTS, coarse_type, coverage, named, word_hints  # noqa: E402
 from cotpd.model.infer import featurizer_for  # noqa: E402
 from cotpd import readers  # noqa: E402
 from cotpd.params import dataset_params  # noqa: E402
@@ -45,6 +45,14 @@ def test_only_listed_items_count_and_every_occurrence_is_marked():
     # a longer name wins over a shorter one inside it, whatever the listing order
     assert word_hints(["New", "York", "Times"], "1. New York (city) 2. New York Times (newspaper)") == \
         h("B-organization", "I-organization", "I-organization")
+
+
+def test_coverage_counts_started_and_typed_gold_entities():
+    s = ner()  # gold: Barack Obamaification (PER), Paris (LOC)
+    s.knowledge = {"noun": "1. Barack Obamaification (politician) 2. Paris (sports team)"}
+    assert coverage([s], {"PER": "person", "LOC": "location"}) == {"total": 2, "started": 2, "typed": 1}
+    s.knowledge = {"noun": "no list here"}
+    assert coverage([s], {"PER": "person", "LOC": "location"}) == {"total": 2, "started": 0, "typed": 0}
 
 
 @pytest.mark.parametrize("task", ["ner", "re"])
@@ -137,19 +145,13 @@ def test_hints_survive_save_load_and_the_pyfunc_raw_text_path(tiny, tmp_path):
 
 
 @pytest.mark.real_data
-def test_real_twitter2015_knowledge_hints_most_gold_entities(params, real_data, tmp_path):
-    """On the published valid split the ChatGPT list's hints start most gold entities, mostly typed right."""
+@pytest.mark.parametrize("split, total", [("train", 6166), ("valid", 1541), ("test", 5072)])
+def test_real_twitter2015_knowledge_hints_most_gold_entities(params, real_data, tmp_path, split, total):
+    """On each published split the ChatGPT list's hints start most gold entities, mostly typed right
+    (measured: 86.6/74.1% train, 84.5/72.9% valid, 87.1/76.9% test; results/ablations/notes.md)."""
     params["datasets"]["twitter2015"]["root"] = str(real_data / "twitter2015")
     dp = dataset_params(params, "twitter2015")
-    samples, _ = readers.read_split(dp, tmp_path, "valid")
-    readers.attach(samples, None, readers.load_precomputed_knowledge(dp, tmp_path, "valid", samples))
-    coarse = {"PER": "person", "LOC": "location", "ORG": "organization", "OTHER": "other"}
-    hit = right = total = 0
-    for s in samples:
-        hints = word_hints(s.tokens, " ".join(s.knowledge.values()))
-        for lab, hint in zip(s.labels, hints):
-            if lab.startswith("B-"):
-                total += 1
-                hit += HINTS[hint].startswith("B-")
-                right += HINTS[hint] == f"B-{coarse[lab[2:]]}"
-    assert total == 1541 and hit / total > 0.6 and right / total > 0.5, (total, hit, right)
+    samples, _ = readers.read_split(dp, tmp_path, split)
+    readers.attach(samples, None, readers.load_precomputed_knowledge(dp, tmp_path, split, samples))
+    cov = coverage(samples, {"PER": "person", "LOC": "location", "ORG": "organization", "OTHER": "other"})
+    assert cov["total"] == total and cov["started"] / total > 0.8 and cov["typed"] / total > 0.7, cov

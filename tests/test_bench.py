@@ -30,7 +30,7 @@ from bench_helpers import REPO, project  # noqa: E402,F401  (fixture)
 
 
 @pytest.mark.timeout(400)
-def test_smoke_bench_writes_report_plots_and_runs(project):
+def test_smoke_bench_writes_report_plots_and_runs(project, monkeypatch):
     root, out = project
     assert bench.main(["--smoke", "--root", str(root), "--out", str(out)]) == 0
     text = (out / "README.md").read_text(encoding="utf-8")
@@ -75,6 +75,13 @@ def test_smoke_bench_writes_report_plots_and_runs(project):
     kept = [k for k in entries if not k.endswith(".done.json")]
     assert len(kept) == 6 and all(k.endswith("-s13") for k in kept)
     assert [k for k in entries if k.endswith(".done.json")] == [f"{k}.done.json" for k in kept if "-knowledge-" in k]
+    # --report-only runs nothing, not even the speed section's loops: the section is the one measured above
+    def refuse(*a, **k):
+        raise AssertionError("--report-only measured the speed section")
+    monkeypatch.setattr(bench, "measure_speed", refuse)
+    assert bench.main(["--smoke", "--root", str(root), "--out", str(out), "--report-only"]) == 0
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["speed"] == results["speed"]
+    assert "bare PyTorch loop" in (out / "README.md").read_text(encoding="utf-8")
 
 
 def test_quick_mode_params_and_data_path(tmp_path):

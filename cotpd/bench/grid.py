@@ -12,8 +12,8 @@ git-ignored) where their output is missing. Writes <out>/README.md, results.json
 A finished training is saved as <out>/runs/done/<key>.json with a hash of what decides its result
 (resolved params, seed, fraction, grains); a later `cotpd bench` with the same --out reuses it, so a grid
 too long for one sitting is built over several, and --variants/--groups choose what trains this time
-(--fresh retrains). The records behind a committed <out>/results.json are taken back into runs/done
-where it has none (a fresh clone), so a committed report can be extended without training its runs again.
+(--fresh retrains). A fresh clone takes the records behind a committed <out>/results.json back into
+runs/done, so a committed report can be extended, or written again (--report-only), without training.
 """
 from __future__ import annotations
 
@@ -49,9 +49,8 @@ STAGE_OUTPUT = {"prepare": lambda lay: lay.raw("test"), "captions": lambda lay: 
 
 
 class Bench:
-    """One invocation: plans the grid, reuses or trains each run, and collects `result` (the report's
-    input). `params` is params.yaml as a mapping that the bench edits (roots, the mode, --set) before
-    each training validates it."""
+    """One invocation: plans the grid, reuses or trains each run, collects `result` (the report's input).
+    `params`: params.yaml as a mapping the bench edits (roots, mode, --set); each training validates it."""
 
     def __init__(self, root: Path, out: Path, args: BenchArgs):
         self.root, self.out, self.args = root, out, args
@@ -62,6 +61,8 @@ class Bench:
         self.budget_s = 60 * (budget_min if budget_min is not None else 1e9)
         self.work = out / "runs"
         self.done_dir = self.work / "done"
+        # the user's --report-only runs nothing, speed loops included (lanes.run's report phase measures)
+        self.measures_speed = args.speed and not args.report_only
         self.commit = commit_label(root, *report_dirs(root, out, args))
         self.params = self._params(args.data)
         typed = as_params(self.params)  # a bad --set stops the bench here, before any stage runs
@@ -233,7 +234,7 @@ class Bench:
         log.info("bench %s: %d trainings planned", self.args.mode, len(specs))
         speed_done = False
         for i, spec in enumerate(specs):
-            if not speed_done and spec.group != "main" and self.args.speed:
+            if not speed_done and spec.group != "main" and self.measures_speed:
                 res.speed, speed_done = self.measure_speed(), True  # after the main grid
             if self.reuse(spec):
                 continue
@@ -262,8 +263,10 @@ class Bench:
             finally:
                 claim.unlink(missing_ok=True)
         res.records += cross.run(self)  # scores the main-grid models kept above: after every training
-        if not speed_done and self.args.speed:
+        if not speed_done and self.measures_speed:
             res.speed = self.measure_speed()
+        elif self.args.speed and not self.measures_speed:
+            res.speed = saved.speed(self.out / "results.json")  # the section as last measured
         res.champions = register_champions(self.root, as_params(self.params).file.tracking, res.records)
         res.wall_s = time.perf_counter() - self.t0
         res.commit = commit_label(self.root, *report_dirs(self.root, self.out, self.args))  # the code as the report is written

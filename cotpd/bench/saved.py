@@ -41,3 +41,9 @@ def adopt(report: Path, done_dir: Path) -> list[str]:
     if adopted:
         log.info("took %d saved results back from %s", len(adopted), report)
     return adopted
+
+
+def speed(report: Path) -> dict | None:
+    """The speed section that `report` (<out>/results.json) holds, for a report written again without
+    measuring (--report-only); None where there is no report or it has no section."""
+    return read_json(report).get("speed") if report.exists() else None

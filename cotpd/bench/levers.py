@@ -36,6 +36,8 @@ LEVERS: dict[str, dict] = {
     "lambda2": {"distill": {"lambda": 2.0}},
     "T1": {"distill": {"temperature": 1.0}},
     "teacher_grad": {"distill": {"teacher_grad": True}},   # the KL also moves the knowledge view
+    # the two that held over three screen seeds on Twitter-2015 (stop 38), together
+    "T1_teacher_grad": {"distill": {"temperature": 1.0, "teacher_grad": True}},
     # the prompt generator reads the encoder's contextual states of the text (one more text pass)
     "contextual": {"prompt": {"source": "contextual"}},
     # RE only: the entity markers start at brackets' pretrained embeddings, not all at the mean one

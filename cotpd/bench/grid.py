@@ -263,10 +263,10 @@ class Bench:
             finally:
                 claim.unlink(missing_ok=True)
         res.records += cross.run(self)  # scores the main-grid models kept above: after every training
-        if not speed_done and self.measures_speed:
+        if not self.measures_speed:  # --report-only keeps the section as last measured; --no-speed has none
+            res.speed = saved.speed(self.out / "results.json") if self.args.speed else None
+        elif not speed_done:
             res.speed = self.measure_speed()
-        elif self.args.speed and not self.measures_speed:
-            res.speed = saved.speed(self.out / "results.json")  # the section as last measured
         res.champions = register_champions(self.root, as_params(self.params).file.tracking, res.records)
         res.wall_s = time.perf_counter() - self.t0
         res.commit = commit_label(self.root, *report_dirs(self.root, self.out, self.args))  # the code as the report is written

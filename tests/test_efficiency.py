@@ -7,6 +7,10 @@ import json
 import pytest
 
 from cotpd.bench import efficiency
+from cotpd.bench.args import BenchArgs
+from cotpd.bench.report import GridResult, write_side_reports
+from cotpd.bench.spec import MODES
+from cotpd.errors import CotpdError
 
 
 def _rec(ds, variant, seed, frac, test, dev=0.5, group=None):
@@ -43,3 +47,33 @@ def test_paired_gain_ignores_unpaired_seeds():
     assert efficiency.paired_gain(recs) == []
     recs.append(_rec("d", "baseline", 1, 0.1, 0.4))
     assert efficiency.paired_gain(recs) == [pytest.approx(0.2)]
+
+
+def _grid(root, out, recs, **args):
+    return GridResult(root, root / out, BenchArgs(mode="full", **args), MODES["full"], ["twitter2015"], 1, 13,
+                      {"twitter2015": "ner"}, "abc1234", records=recs)
+
+
+def test_side_reports_name_their_out_and_another_out_does_not_overwrite_them(tmp_path):
+    """`--quick` (--out results) once overwrote the full grid's data-efficiency report: a side report now
+    names its --out, another --out is refused before either side report is written, and the files stay."""
+    recs = [_rec("twitter2015", "baseline", 13, 0.1, 0.50), _rec("twitter2015", "cotpd", 13, 0.1, 0.53),
+            _rec("twitter2015", "cotpd", 13, 1.0, 0.70)]
+    lever = dict(_rec("twitter2015", "cotpd", 13, 1.0, 0.72), group="levers", label="T1")
+    full = {"efficiency_out": tmp_path / "results/efficiency"}  # where stop 18 put the full grid's report
+    write_side_reports(_grid(tmp_path, "results/full", recs, **full), "cotpd bench --full --out results/full")
+    saved = json.loads((tmp_path / "results/efficiency/results.json").read_text())
+    assert saved["bench_out"] == "results/full" and len(saved["runs"]) == 3
+    before = (tmp_path / "results/efficiency/README.md").read_text()
+    with pytest.raises(CotpdError, match=r"results/efficiency holds the report of `cotpd bench --out results/full`, "
+                                         r"not of --out results: .*--efficiency-out"):
+        write_side_reports(_grid(tmp_path, "results", recs + [lever]), "cotpd bench --quick")  # its default folders
+    assert (tmp_path / "results/efficiency/README.md").read_text() == before
+    assert not (tmp_path / "results/ablations").exists()  # both checked before either was written
+    # the same --out rewrites its own report; another folder takes the quick grid's
+    write_side_reports(_grid(tmp_path, "results/full", recs[:2], **full), "cotpd bench --full --out results/full")
+    assert len(json.loads((tmp_path / "results/efficiency/results.json").read_text())["runs"]) == 2
+    write_side_reports(_grid(tmp_path, "results", recs + [lever], efficiency_out=tmp_path / "results/eff-quick"),
+                       "cotpd bench --quick")
+    assert json.loads((tmp_path / "results/ablations/results.json").read_text())["bench_out"] == "results"
+    assert json.loads((tmp_path / "results/eff-quick/results.json").read_text())["bench_out"] == "results"

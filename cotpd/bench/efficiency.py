@@ -64,8 +64,8 @@ def table(recs: list[dict], dataset: str) -> list[str]:
     return lines + [""]
 
 
-def write(records: Iterable[dict], out: Path, command: str) -> Path:
-    """Write the report; returns the README path."""
+def write(records: Iterable[dict], out: Path, command: str, bench_out: str | None = None) -> Path:
+    """Write the report; returns the README path. `bench_out`: the --out whose records these are."""
     recs = efficiency_records(records)
     out.mkdir(parents=True, exist_ok=True)
     datasets = sorted({r["dataset"] for r in recs})
@@ -94,7 +94,7 @@ def write(records: Iterable[dict], out: Path, command: str) -> Path:
         lines += table(recs, ds)
     if panels:
         lines += [f"![F1 against training data]({png.name})", ""]
-    write_json(out / "results.json", {"runs": recs})
+    write_json(out / "results.json", {"bench_out": bench_out, "runs": recs})
     readme = out / "README.md"
     with atomic_write(readme) as fh:
         fh.write("\n".join(lines))

@@ -114,8 +114,10 @@ def rows(records: list[dict], dataset: str) -> list[dict]:
     return out
 
 
-def write(records: list[dict], out: Path, command: str, commit: str, mode_line: str, notes: Path | None = None) -> Path:
-    """<out>/README.md (a table per dataset) and <out>/results.json (the rows and the raw records)."""
+def write(records: list[dict], out: Path, command: str, commit: str, mode_line: str, notes: Path | None = None,
+          bench_out: str | None = None) -> Path:
+    """<out>/README.md (a table per dataset) and <out>/results.json (the rows and the raw records);
+    `bench_out`: the --out whose records these are."""
     datasets = sorted({r["dataset"] for r in records if r.get("group") == "levers"})
     table = [row for ds in datasets for row in rows(records, ds)]
     L = ["# Levers for a bigger distillation gain, chosen on dev", "",
@@ -146,7 +148,7 @@ def write(records: list[dict], out: Path, command: str, commit: str, mode_line: 
     if notes is not None and notes.exists():  # hand-written rows of levers measured elsewhere (their commands inside)
         L += [notes.read_text(encoding="utf-8").rstrip(), ""]
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "results.json", {"rows": table, "runs": [r for r in records if r.get("group") in ("main", "levers")
+    write_json(out / "results.json", {"bench_out": bench_out, "rows": table, "runs": [r for r in records if r.get("group") in ("main", "levers")
                                                               and r["dataset"] in datasets]})
     (out / "README.md").write_text("\n".join(L), encoding="utf-8")
     return out / "README.md"

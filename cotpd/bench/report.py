@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import plots
-from ..io import atomic_write, write_json
+from ..errors import CotpdError
+from ..io import atomic_write, read_json, write_json
 from ..pipeline import VARIANTS
 from ..training.tracking import git_commit
 from .args import BenchArgs
@@ -264,12 +265,33 @@ def report_dirs(root: Path, out: Path, args) -> tuple[Path, Path, Path]:
     return out, _side_out(root, out, args.efficiency_out, "efficiency"), _side_out(root, out, args.ablations_out, "ablations")
 
 
+def side_owner(root: Path, out: Path) -> str:
+    """The bench --out a side report belongs to, as its results.json names it (relative to the root)."""
+    return str(out.relative_to(root)) if out.is_relative_to(root) else str(out)
+
+
+def check_side_out(folder: Path, owner: str, flag: str) -> None:
+    """A side report shows the records of one --out only, so another --out writing over it would drop
+    them, e.g. `--quick` (--out results) over the full grid's data-efficiency report. Refuse: the trainings
+    are saved by then, and the main report is written."""
+    saved = folder / "results.json"
+    prior = read_json(saved).get("bench_out") if saved.exists() else None
+    if prior not in (None, owner):
+        raise CotpdError(f"{folder} holds the report of `cotpd bench --out {prior}`, not of --out {owner}: "
+                         f"not overwritten; give {flag} a folder of its own (add --report-only to write it without training)")
+
+
 def write_side_reports(res: GridResult, command: str) -> None:
     """The data-efficiency report (fraction trainings) and the levers table (issue #19), where the grid has them.
     Their command is the one that trains them: a --report-only rewrite names the training command."""
     command = command.replace(" --report-only", "")
     _, efficiency_out, ablations_out = report_dirs(res.root, res.out, res.args)
-    if any(r.get("group") == "fraction" for r in res.records):
-        efficiency.write(res.records, efficiency_out, command)
-    if any(r.get("group") == "levers" for r in res.records):
-        levers.write(res.records, ablations_out, command, res.commit, mode_line(res), ablations_out / "notes.md")
+    owner = side_owner(res.root, res.out)
+    fraction, lever = (any(r.get("group") == g for r in res.records) for g in ("fraction", "levers"))
+    for on, folder, flag in ((fraction, efficiency_out, "--efficiency-out"), (lever, ablations_out, "--ablations-out")):
+        if on:  # both checked before either is written
+            check_side_out(folder, owner, flag)
+    if fraction:
+        efficiency.write(res.records, efficiency_out, command, owner)
+    if lever:
+        levers.write(res.records, ablations_out, command, res.commit, mode_line(res), ablations_out / "notes.md", owner)

@@ -50,7 +50,8 @@ def test_paired_gain_ignores_unpaired_seeds():
 
 
 def _grid(root, out, recs, **args):
-    return GridResult(root, root / out, BenchArgs(mode="full", **args), MODES["full"], ["twitter2015"], 1, 13,
+    mode = "full" if out == "results/full" else "quick"
+    return GridResult(root, root / out, BenchArgs(mode=mode, **args), MODES[mode], ["twitter2015"], 1, 13,
                       {"twitter2015": "ner"}, "abc1234", records=recs)
 
 
@@ -76,4 +77,9 @@ def test_side_reports_name_their_out_and_another_out_does_not_overwrite_them(tmp
     write_side_reports(_grid(tmp_path, "results", recs + [lever], efficiency_out=tmp_path / "results/eff-quick"),
                        "cotpd bench --quick")
     assert json.loads((tmp_path / "results/ablations/results.json").read_text())["bench_out"] == "results"
-    assert json.loads((tmp_path / "results/eff-quick/results.json").read_text())["bench_out"] == "results"
+    quick = tmp_path / "results/eff-quick"
+    assert json.loads((quick / "results.json").read_text())["bench_out"] == "results"
+    # a reduced mode heads its side report as it heads its main report; the full grid's has no such line
+    text = (quick / "README.md").read_text()
+    assert "QUICK MODE — reduced grid" in text and "Schedule: params.yaml's, changed as above." in text
+    assert "MODE —" not in before and "Schedule: params.yaml's. " in before

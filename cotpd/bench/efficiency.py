@@ -64,8 +64,10 @@ def table(recs: list[dict], dataset: str) -> list[str]:
     return lines + [""]
 
 
-def write(records: Iterable[dict], out: Path, command: str, bench_out: str | None = None) -> Path:
-    """Write the report; returns the README path. `bench_out`: the --out whose records these are."""
+def write(records: Iterable[dict], out: Path, command: str, bench_out: str | None = None,
+          banner: Sequence[str] = ()) -> Path:
+    """Write the report; returns the README path. `bench_out`: the --out whose records these are;
+    `banner`: a reduced mode's lines (cotpd.bench.report.banner), which change params.yaml's schedule."""
     recs = efficiency_records(records)
     out.mkdir(parents=True, exist_ok=True)
     datasets = sorted({r["dataset"] for r in recs})
@@ -85,10 +87,11 @@ def write(records: Iterable[dict], out: Path, command: str, bench_out: str | Non
         plots.save(plots.f1_vs_fraction_panels(panels), png)
     # a full hash is cut to 7 characters; a label such as "abc1234 (with uncommitted changes)" is kept
     commits = sorted({c if " " in c else c[:7] for c in (str(r["git_commit"]) for r in recs)})
-    lines = ["# Data efficiency: test F1 against the fraction of training data", "",
+    lines = ["# Data efficiency: test F1 against the fraction of training data", "", *banner,
              "Each cell: mean ± std of test F1 (%) over seeds (the count in brackets). The 100% row is the main "
              "grid. A (fraction, seed) is one seeded subset of the training split, shared by every variant; dev "
-             "and test sets are whole. Schedule: params.yaml's. The gain is CoTPD − baseline paired by seed.", "",
+             f"and test sets are whole. Schedule: params.yaml's{', changed as above' if banner else ''}. The gain "
+             "is CoTPD − baseline paired by seed.", "",
              f"Command: `{command}`", "", f"Trainings: {len(recs)}, at commit(s) {', '.join(commits) or '–'}.", ""]
     for ds in datasets:
         lines += table(recs, ds)

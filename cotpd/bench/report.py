@@ -85,6 +85,13 @@ def train_minutes(rs: list[dict]) -> str:
     return f"{statistics.fmean(secs) / 60:.0f}" if secs and all(secs) else "n/a"
 
 
+def banner(res: GridResult) -> list[str]:
+    """Heads every report of a reduced grid (its side reports too), so a quick number is never read as a full one."""
+    mode = res.args.mode
+    return [] if mode == "full" else [f"**{mode.upper()} MODE — reduced grid, not comparable to full-data numbers:** "
+                                      f"{mode_line(res)}.", ""]
+
+
 def mode_line(res: GridResult) -> str:
     mode = res.mode
     parts = [f"{res.seeds} seed(s) for the main grid; data-efficiency and ablation runs use the first seed"]
@@ -132,9 +139,7 @@ def write_report(res: GridResult, argv: list[str]) -> Path:
     by_set = Counter(_set_label(r.get("overrides")) for r in recs)
     reused = len(res.reused)
     train_min = sum(r.get("seconds") or 0 for r in recs) / 60
-    L = [f"# cotpd benchmark results ({mode} mode)", ""]
-    if mode != "full":
-        L += [f"**{mode.upper()} MODE — reduced grid, not comparable to full-data numbers:** {mode_line(res)}.", ""]
+    L = [f"# cotpd benchmark results ({mode} mode)", "", *banner(res)]
     L += [f"- command: `{command}`", f"- git commit: `{commit}`",
           f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
           f"- wall time: {res.wall_s / 60:.1f} min this invocation ({len(recs) - reused} trainings, "
@@ -265,11 +270,6 @@ def report_dirs(root: Path, out: Path, args) -> tuple[Path, Path, Path]:
     return out, _side_out(root, out, args.efficiency_out, "efficiency"), _side_out(root, out, args.ablations_out, "ablations")
 
 
-def side_owner(root: Path, out: Path) -> str:
-    """The bench --out a side report belongs to, as its results.json names it (relative to the root)."""
-    return str(out.relative_to(root)) if out.is_relative_to(root) else str(out)
-
-
 def check_side_out(folder: Path, owner: str, flag: str) -> None:
     """A side report shows the records of one --out only, so another --out writing over it would drop
     them, e.g. `--quick` (--out results) over the full grid's data-efficiency report. Refuse: the trainings
@@ -286,12 +286,12 @@ def write_side_reports(res: GridResult, command: str) -> None:
     Their command is the one that trains them: a --report-only rewrite names the training command."""
     command = command.replace(" --report-only", "")
     _, efficiency_out, ablations_out = report_dirs(res.root, res.out, res.args)
-    owner = side_owner(res.root, res.out)
+    owner = str(res.out.relative_to(res.root)) if res.out.is_relative_to(res.root) else str(res.out)
     fraction, lever = (any(r.get("group") == g for r in res.records) for g in ("fraction", "levers"))
     for on, folder, flag in ((fraction, efficiency_out, "--efficiency-out"), (lever, ablations_out, "--ablations-out")):
         if on:  # both checked before either is written
             check_side_out(folder, owner, flag)
     if fraction:
-        efficiency.write(res.records, efficiency_out, command, owner)
+        efficiency.write(res.records, efficiency_out, command, owner, banner(res))
     if lever:
         levers.write(res.records, ablations_out, command, res.commit, mode_line(res), ablations_out / "notes.md", owner)

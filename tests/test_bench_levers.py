@@ -130,6 +130,20 @@ def test_a_two_stage_run_that_trained_its_own_teacher_costs_its_student_alone_an
     assert rows["twostage"]["cost_with_teacher"] == pytest.approx(500.0 / 400.0)
 
 
+def test_cost_is_paired_by_seed_with_the_default_cotpd():
+    """A lever trained at one seed is costed against the default CoTPD of that seed, not the seeds' mean."""
+    def rec(variant, seed, seconds, group="main", label=""):
+        return {"dataset": "d", "variant": variant, "seed": seed, "group": group, "label": label,
+                "dev_f1": 0.5, "test_f1": 0.5, "seconds": seconds}
+    records = [rec("cotpd", 13, 400.0), rec("cotpd", 14, 800.0), rec("cotpd", 15, 600.0), rec("baseline", 13, 100.0),
+               rec("cotpd", 13, 440.0, "levers", "T1"), rec("cotpd", 16, 900.0, "levers", "T1")]  # 16: no reference
+    rows = {r["config"]: r for r in levers.rows(records, "d")}
+    assert rows["T1"]["cost_vs_cotpd"] == pytest.approx(1.1)  # 440 / 400, not 440 / 600 (nor 1340 / 1800)
+    assert rows["T1"]["seconds"] == pytest.approx(670.0)      # the row's own time is over all its seeds
+    assert rows["baseline"]["cost_vs_cotpd"] == pytest.approx(0.25)
+    assert rows["cotpd (default)"]["cost_vs_cotpd"] == pytest.approx(1.0)
+
+
 def test_a_cotpd_borrows_its_seeds_knowledge_model_only_when_done_and_on_the_same_data(tmp_path):
     """auto: the main grid's (or a lever's) CoTPD reads its seed's knowledge model once that training
     is saved as done; a fraction's CoTPD, or one whose teacher is not done, trains its own."""

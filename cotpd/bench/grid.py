@@ -61,8 +61,8 @@ class Bench:
         self.budget_s = 60 * (budget_min if budget_min is not None else 1e9)
         self.work = out / "runs"
         self.done_dir = self.work / "done"
-        # the user's --report-only runs nothing, speed loops included (lanes.run's report phase measures)
-        self.measures_speed = args.speed and not args.report_only
+        # --report-only runs nothing, speed loops included; lanes.run clears `trains` only (its lanes trained)
+        self.trains, self.measures_speed = not args.report_only, args.speed and not args.report_only
         self.commit = commit_label(root, *report_dirs(root, out, args))
         self.params = self._params(args.data)
         typed = as_params(self.params)  # a bad --set stops the bench here, before any stage runs
@@ -185,7 +185,7 @@ class Bench:
     # --- trainings ---------------------------------------------------------------------------------
     def selected(self, spec: RunSpec) -> bool:
         a = self.args
-        return not a.report_only and (not a.variants or spec.variant in a.variants) \
+        return self.trains and (not a.variants or spec.variant in a.variants) \
             and (not a.groups or spec.group in a.groups)
 
     def run_one(self, spec: RunSpec) -> dict:

@@ -170,3 +170,37 @@ def test_a_cotpd_borrows_its_seeds_knowledge_model_only_when_done_and_on_the_sam
     f.result.records.append({"dataset": "sample", "variant": "knowledge", "seed": 14, "group": "main", "label": "",
                              "config_hash": f.spec_params(know)[2], "seconds": 70.0})
     assert twostage.borrow_teacher(f, main, o)["seconds"] == 70.0 and o["distill"]["teacher"] == str(model)
+
+
+@pytest.mark.timeout(400)
+def test_a_confirmed_lever_is_adopted_as_the_new_default_without_training_again(project):
+    """--adopt-from: once params.yaml makes a lever the default, the grid takes the lever's saved training
+    as its own (the same dataset, variant, seed and resolved params), and trains again where they differ."""
+    import yaml
+    root, out = project
+    base = ["--smoke", "--root", str(root), "--datasets", "sample", "--seeds", "1", "--no-speed"]
+    assert bench.main([*base, "--out", str(out), "--groups", "levers", "--levers", "T1"]) == 0
+    lever = next(r for r in read_json(out / "results.json")["runs"] if r["group"] == "levers")
+
+    def default_temperature(t: float) -> None:  # what a user edits when the lever wins
+        params = read_params(root)
+        over = params["datasets"]["sample"].setdefault("overrides", {}) or {}
+        params["datasets"]["sample"]["overrides"] = over
+        over.setdefault("train", {})["distill"] = {"temperature": t}
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+
+    default_temperature(1.0)
+    # the same --out here: the smoke grid's tiny encoder sits in it, and its path is a param
+    argv = [*base, "--out", str(out), "--groups", "main", "--variants", "cotpd", "--budget-min", "0"]
+    assert bench.main([*argv, "--adopt-from", str(out.parent / "none")]) == 2  # named before anything runs
+    assert bench.main([*argv, "--adopt-from", str(out)]) == 0
+    rec = next(r for r in read_json(out / "results.json")["runs"] if r["group"] == "main")
+    assert rec["group"] == "main" and rec["label"] == "" and rec["adopted_from"].endswith(": sample-levers-cotpd-T1-s13")
+    assert (rec["dev_f1"], rec["test_f1"], rec["mlflow_run_id"]) == (lever["dev_f1"], lever["test_f1"], lever["mlflow_run_id"])
+    assert rec["config_hash"] != lever["config_hash"]  # keyed as the main grid's now
+    assert "sample-main-cotpd-s13: the same training as" in (out / "README.md").read_text(encoding="utf-8")
+    # another temperature is another training: not adopted (and the zero budget skips training it)
+    default_temperature(2.0)
+    (out / "runs" / "done" / "sample-main-cotpd-s13.json").unlink()
+    assert bench.main([*argv, "--adopt-from", str(out)]) == 0
+    assert not [r for r in read_json(out / "results.json")["runs"] if r["group"] == "main"]

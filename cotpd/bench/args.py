@@ -8,6 +8,7 @@ from typing import get_args
 
 from ..args import common
 from ..config import Variant
+from ..errors import CotpdError
 from ..params import parse_set
 from ..pipeline import VARIANTS
 from .spec import Group, ModeName
@@ -42,6 +43,9 @@ class BenchArgs:
     levers: list[str] | None = _arg(None, "train these levers (cotpd.bench.levers) beside the grid; --screen: "
                                           "all of them unless named")
     ablations_out: Path | None = _arg(None, "where the levers table goes (default: <out>/ablations)")
+    adopt_from: list[Path] | None = _arg(None, "take from these other --out folders the trainings that were this "
+                                               "grid's exactly (same dataset, variant, seed and params), e.g. a "
+                                               "lever's, once params.yaml makes it the default")
     # --set KEY=VALUE, parsed: the last word over params.yaml, the mode and each dataset's overrides
     overrides: dict = field(default_factory=dict, metadata={
         "help": "override a params.yaml entry for every training, e.g. --set train.epochs=6 "
@@ -55,6 +59,15 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return int(text)
+
+
+def _reports(outs: list[Path] | None) -> list[Path] | None:
+    """--adopt-from folders, as --out is given (relative to the working directory), each with its results.json."""
+    outs = [p.resolve() for p in outs] if outs else None
+    missing = [str(p) for p in outs or () if not (p / "results.json").is_file()]
+    if missing:
+        raise CotpdError(f"--adopt-from: no results.json in {', '.join(missing)}")
+    return outs
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -81,6 +94,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--levers", nargs="+", default=None, help=HELP["levers"])
     p.add_argument("--ablations-out", type=Path, default=None, help=HELP["ablations_out"])
     p.add_argument("--report-only", action="store_true", help=HELP["report_only"])
+    p.add_argument("--adopt-from", nargs="+", type=Path, default=None, metavar="OUT", help=HELP["adopt_from"])
     p.add_argument("--lanes", type=_positive, default=1, metavar="N",
                    help="train in N processes sharing --out (cotpd.bench.lanes), then write one report; "
                         "e.g. several lanes on one GPU, or one per core at OMP_NUM_THREADS=1")
@@ -95,4 +109,5 @@ def bench_args(ns: argparse.Namespace) -> BenchArgs:
                      variants=ns.variants,
                      groups=ns.groups, fresh=ns.fresh, report_only=ns.report_only,
                      efficiency_out=ns.efficiency_out, levers=ns.levers, ablations_out=ns.ablations_out,
+                     adopt_from=_reports(ns.adopt_from),
                      overrides=parse_set(getattr(ns, "set", None) or []))

@@ -163,7 +163,7 @@ class Bench:
                          if r.get("config_hash") == chash and saved.spec_of(r).key == spec.key), None)
         path = self.done_dir / f"{spec.key}.json"
         if not path.exists():
-            return None
+            return saved.same_training(self, spec, path)
         rec, chash = read_json(path), self.spec_params(spec)[2]
         if rec.get("config_hash") != chash and rec.get("config_hash") == self.spec_params(spec, legacy=True)[2]:
             log.info("%s: saved result re-keyed to its variant's config hash", spec.key)

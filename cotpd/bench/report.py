@@ -16,7 +16,7 @@ from ..io import atomic_write, read_json, write_json
 from ..pipeline import VARIANTS
 from ..training.tracking import git_commit
 from .args import BenchArgs
-from . import efficiency, levers
+from . import efficiency, levers, saved
 from .cross import cross_lines
 from .spec import Mode
 from .stats import mean_std, pm  # noqa: F401 (pm: the tests and callers know it from here)
@@ -147,6 +147,8 @@ def write_report(res: GridResult, argv: list[str]) -> Path:
           f"{train_min:.1f} min of training behind the reported runs",
           "- trainings by commit: " + ", ".join(f"`{short_commit(c)}` ({n})" for c, n in by_commit.most_common()),
           "- trainings by `--set` overrides of params.yaml: " + ", ".join(f"{o} ({n})" for o, n in by_set.most_common()),
+          *[f"- {saved.spec_of(r).key}: the same training as `{r['adopted_from']}` (--adopt-from)"
+            for r in recs if r.get("adopted_from")],
           "- trainings by hardware (tokens/s compare only within one): "
           + ", ".join(f"{m} ({n})" for m, n in by_machine.most_common()),
           f"- hardware of this invocation: {hw['cpu']}, {hw['usable_cores']} usable of {hw['cores']} cores, "

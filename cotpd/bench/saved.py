@@ -2,11 +2,13 @@
 
 The work folder is git-ignored and the report is not, so a fresh clone takes the records behind a
 committed <out>/results.json back into runs/done; each keeps its config hash, so a record whose
-params have changed since is still trained again (Bench.done_record).
+params have changed since is still trained again (Bench.done_record). --adopt-from takes the records of
+another --out whose training was exactly one of this grid's (`same_training`).
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import CotpdError
@@ -47,3 +49,24 @@ def speed(report: Path) -> dict | None:
     """The speed section that `report` (<out>/results.json) holds, for a report written again without
     measuring (--report-only); None where there is no report or it has no section."""
     return read_json(report).get("speed") if report.exists() else None
+
+
+def same_training(bench, spec: RunSpec, path: Path) -> dict | None:
+    """--adopt-from: a record of another --out that trained exactly `spec`, saved at `path` as `spec`'s.
+    "Exactly": the same dataset, variant and seed, and the config hash that `spec`'s params give under that
+    record's own grid position (the hash covers the key, cotpd.bench.identity). So a lever confirmed at full
+    size is not trained again once params.yaml makes it the default: one commit, seed and thread count give
+    one result. The record keeps its commit, time and MLflow run, and says where it came from."""
+    for other_out in bench.args.adopt_from or ():
+        for rec in read_json(other_out / "results.json").get("runs") or []:  # checked by bench_args
+            if rec.get("group") == "cross" or (rec["dataset"], rec["variant"], rec["seed"]) != \
+                    (spec.dataset, spec.variant, spec.seed):
+                continue
+            other = spec_of(rec)
+            if rec.get("config_hash") == bench.spec_params(replace(spec, group=other.group, label=other.label))[2]:
+                rec = {**rec, "group": spec.group, "label": spec.label, "config_hash": bench.spec_params(spec)[2],
+                       "adopted_from": f"{other_out}: {other.key}"}
+                write_json(path, rec)
+                log.info("%s: the same training as %s in %s, adopted", spec.key, other.key, other_out)
+                return rec
+    return None

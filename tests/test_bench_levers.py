@@ -176,6 +176,8 @@ def test_a_cotpd_borrows_its_seeds_knowledge_model_only_when_done_and_on_the_sam
 def test_a_confirmed_lever_is_adopted_as_the_new_default_without_training_again(project):
     """--adopt-from: once params.yaml makes a lever the default, the grid takes the lever's saved training
     as its own (the same dataset, variant, seed and resolved params), and trains again where they differ."""
+    import shutil
+
     import yaml
     root, out = project
     base = ["--smoke", "--root", str(root), "--datasets", "sample", "--seeds", "1", "--no-speed"]
@@ -189,11 +191,16 @@ def test_a_confirmed_lever_is_adopted_as_the_new_default_without_training_again(
         over.setdefault("train", {})["distill"] = {"temperature": t}
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
+    # the lever's report as another --out holds it; the grid stays in `out`, where the smoke grid's tiny
+    # encoder sits (its path is a param)
+    confirm = out.parent / "confirm"
+    confirm.mkdir()
+    shutil.copy(out / "results.json", confirm / "results.json")
     default_temperature(1.0)
-    # the same --out here: the smoke grid's tiny encoder sits in it, and its path is a param
-    argv = [*base, "--out", str(out), "--groups", "main", "--variants", "cotpd", "--budget-min", "0"]
-    assert bench.main([*argv, "--adopt-from", str(out.parent / "none")]) == 2  # named before anything runs
-    assert bench.main([*argv, "--adopt-from", str(out)]) == 0
+    argv = [*base, "--out", str(out), "--groups", "main", "--variants", "cotpd", "--budget-min", "0",
+            "--adopt-from", str(confirm)]
+    assert bench.main([*argv[:-1], str(out.parent / "none")]) == 2  # named before anything runs
+    assert bench.main(argv) == 0
     rec = next(r for r in read_json(out / "results.json")["runs"] if r["group"] == "main")
     assert rec["group"] == "main" and rec["label"] == "" and rec["adopted_from"].endswith(": sample-levers-cotpd-T1-s13")
     assert (rec["dev_f1"], rec["test_f1"], rec["mlflow_run_id"]) == (lever["dev_f1"], lever["test_f1"], lever["mlflow_run_id"])
@@ -201,6 +208,11 @@ def test_a_confirmed_lever_is_adopted_as_the_new_default_without_training_again(
     assert "sample-main-cotpd-s13: the same training as" in (out / "README.md").read_text(encoding="utf-8")
     # another temperature is another training: not adopted (and the zero budget skips training it)
     default_temperature(2.0)
-    (out / "runs" / "done" / "sample-main-cotpd-s13.json").unlink()
-    assert bench.main([*argv, "--adopt-from", str(out)]) == 0
+    assert bench.main(argv) == 0
     assert not [r for r in read_json(out / "results.json")["runs"] if r["group"] == "main"]
+    # a saved main record of other params (the old default's) gives way to the adopted training too
+    default_temperature(1.0)
+    write_json(out / "runs" / "done" / "sample-main-cotpd-s13.json", {**rec, "config_hash": "0ld", "adopted_from": None})
+    assert bench.main(argv) == 0
+    again = next(r for r in read_json(out / "results.json")["runs"] if r["group"] == "main")
+    assert again["config_hash"] == rec["config_hash"] and again["adopted_from"] == rec["adopted_from"]

@@ -162,17 +162,16 @@ class Bench:
             return next((r for r in self.result.records
                          if r.get("config_hash") == chash and saved.spec_of(r).key == spec.key), None)
         path = self.done_dir / f"{spec.key}.json"
-        if not path.exists():
-            return saved.same_training(self, spec, path)
-        rec, chash = read_json(path), self.spec_params(spec)[2]
-        if rec.get("config_hash") != chash and rec.get("config_hash") == self.spec_params(spec, legacy=True)[2]:
+        rec, chash = read_json(path) if path.exists() else {}, self.spec_params(spec)[2]
+        if rec and rec.get("config_hash") != chash and rec.get("config_hash") == self.spec_params(spec, legacy=True)[2]:
             log.info("%s: saved result re-keyed to its variant's config hash", spec.key)
             rec["config_hash"] = chash
             write_json(path, rec)
-        if rec.get("config_hash") != chash:
-            log.info("%s: saved result is for other params, training again", spec.key)
-            return None
-        return rec
+        if rec.get("config_hash") == chash:
+            return rec
+        if rec:  # --adopt-from may still hold this configuration's training
+            log.info("%s: saved result is for other params", spec.key)
+        return saved.same_training(self, spec, path)
 
     def reuse(self, spec: RunSpec) -> bool:
         """Take the saved result of `spec` into this report, if there is one for its params."""

@@ -57,7 +57,9 @@ def same_training(bench, spec: RunSpec, path: Path) -> dict | None:
     record's own grid position (the hash covers the key, cotpd.bench.identity). So a lever confirmed at full
     size is not trained again once params.yaml makes it the default: one commit, seed and thread count give
     one result. The record keeps its commit, time and MLflow run, and says where it came from."""
+    root = bench.root.resolve()
     for other_out in bench.args.adopt_from or ():
+        name = other_out.relative_to(root) if other_out.is_relative_to(root) else other_out  # not the worktree's path
         for rec in read_json(other_out / "results.json").get("runs") or []:  # checked by bench_args
             if rec.get("group") == "cross" or (rec["dataset"], rec["variant"], rec["seed"]) != \
                     (spec.dataset, spec.variant, spec.seed):
@@ -65,8 +67,8 @@ def same_training(bench, spec: RunSpec, path: Path) -> dict | None:
             other = spec_of(rec)
             if rec.get("config_hash") == bench.spec_params(replace(spec, group=other.group, label=other.label))[2]:
                 rec = {**rec, "group": spec.group, "label": spec.label, "config_hash": bench.spec_params(spec)[2],
-                       "adopted_from": f"{other_out}: {other.key}"}
+                       "adopted_from": f"{name}: {other.key}"}
                 write_json(path, rec)
-                log.info("%s: the same training as %s in %s, adopted", spec.key, other.key, other_out)
+                log.info("%s: the same training as %s in %s, adopted", spec.key, other.key, name)
                 return rec
     return None

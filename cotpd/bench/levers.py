@@ -154,7 +154,7 @@ def write(records: list[dict], out: Path, command: str, commit: str, mode_line: 
     if notes is not None and notes.exists():  # hand-written rows of levers measured elsewhere (their commands inside)
         L += [notes.read_text(encoding="utf-8").rstrip(), ""]
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "results.json", {"bench_out": bench_out, "rows": table, "runs": [r for r in records if r.get("group") in ("main", "levers")
-                                                              and r["dataset"] in datasets]})
+    runs = [r for r in records if r.get("group") in ("main", "levers") and r["dataset"] in datasets]
+    write_json(out / "results.json", {"bench_out": bench_out, "rows": table, "runs": runs})
     (out / "README.md").write_text("\n".join(L), encoding="utf-8")
     return out / "README.md"

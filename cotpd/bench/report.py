@@ -276,8 +276,8 @@ def check_side_out(folder: Path, owner: str, flag: str) -> None:
     """A side report shows the records of one --out only, so another --out writing over it would drop
     them, e.g. `--quick` (--out results) over the full grid's data-efficiency report. Refuse: the trainings
     are saved by then, and the main report is written."""
-    saved = folder / "results.json"
-    prior = read_json(saved).get("bench_out") if saved.exists() else None
+    report = folder / "results.json"
+    prior = read_json(report).get("bench_out") if report.exists() else None
     if prior not in (None, owner):
         raise CotpdError(f"{folder} holds the report of `cotpd bench --out {prior}`, not of --out {owner}: "
                          f"not overwritten; give {flag} a folder of its own (add --report-only to write it without training)")

@@ -216,3 +216,23 @@ def test_a_confirmed_lever_is_adopted_as_the_new_default_without_training_again(
     assert bench.main(argv) == 0
     again = next(r for r in read_json(out / "results.json")["runs"] if r["group"] == "main")
     assert again["config_hash"] == rec["config_hash"] and again["adopted_from"] == rec["adopted_from"]
+
+
+def test_adoption_keeps_to_the_groups_this_invocation_trains_and_the_main_grid(tmp_path):
+    """--groups levers --adopt-from results/full takes the main grid's references, not its fraction runs."""
+    from types import SimpleNamespace
+
+    from cotpd.bench import saved
+    specs = [RunSpec("d", "cotpd", 13), RunSpec("d", "cotpd", 13, "fraction", "50%", fraction=0.5)]
+    write_json(tmp_path / "full" / "results.json",
+               {"runs": [{"dataset": "d", "variant": "cotpd", "seed": 13, "group": s.group, "label": s.label,
+                          "config_hash": f"h-{s.key}-{s.fraction}", "dev_f1": 0.5} for s in specs]})
+
+    def adopted(groups):
+        bench = SimpleNamespace(root=tmp_path, args=SimpleNamespace(groups=groups, adopt_from=[tmp_path / "full"]),
+                                spec_params=lambda s: ({}, None, f"h-{s.key}-{s.fraction}"))  # as params' data_fraction
+        return [s.key for s in specs if saved.same_training(bench, s, tmp_path / "done" / f"{s.key}.json")]
+
+    assert adopted(["levers"]) == ["d-main-cotpd-s13"]
+    assert adopted(None) == ["d-main-cotpd-s13", "d-fraction-cotpd-50pct-s13"]
+    assert read_json(tmp_path / "done" / "d-fraction-cotpd-50pct-s13.json")["adopted_from"] == "full: d-fraction-cotpd-50pct-s13"

@@ -56,7 +56,10 @@ def same_training(bench, spec: RunSpec, path: Path) -> dict | None:
     "Exactly": the same dataset, variant and seed, and the config hash that `spec`'s params give under that
     record's own grid position (the hash covers the key, cotpd.bench.identity). So a lever confirmed at full
     size is not trained again once params.yaml makes it the default: one commit, seed and thread count give
-    one result. The record keeps its commit, time and MLflow run, and says where it came from."""
+    one result. The record keeps its commit, time and MLflow run, and says where it came from. Only the
+    groups this invocation trains are adopted, and the main grid, which every other group is paired with."""
+    if bench.args.groups and spec.group not in (*bench.args.groups, "main"):
+        return None
     root = bench.root.resolve()
     for other_out in bench.args.adopt_from or ():
         name = other_out.relative_to(root) if other_out.is_relative_to(root) else other_out  # not the worktree's path

@@ -3,13 +3,16 @@ name when unknown, and reported with their --set, dev/test F1, paired gains and 
 from __future__ import annotations
 
 import os
+import shutil
+from types import SimpleNamespace
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
 from cotpd.bench import grid as bench  # noqa: E402
-from cotpd.bench import levers, twostage  # noqa: E402
+from cotpd.bench import levers, saved, twostage  # noqa: E402
 from cotpd.bench.args import BenchArgs  # noqa: E402
 from cotpd.bench.spec import MODES, RunSpec, plan_grid  # noqa: E402
 from cotpd.config import TrainCfg  # noqa: E402
@@ -176,9 +179,6 @@ def test_a_cotpd_borrows_its_seeds_knowledge_model_only_when_done_and_on_the_sam
 def test_a_confirmed_lever_is_adopted_as_the_new_default_without_training_again(project):
     """--adopt-from: once params.yaml makes a lever the default, the grid takes the lever's saved training
     as its own (the same dataset, variant, seed and resolved params), and trains again where they differ."""
-    import shutil
-
-    import yaml
     root, out = project
     base = ["--smoke", "--root", str(root), "--datasets", "sample", "--seeds", "1", "--no-speed"]
     assert bench.main([*base, "--out", str(out), "--groups", "levers", "--levers", "T1"]) == 0
@@ -220,9 +220,6 @@ def test_a_confirmed_lever_is_adopted_as_the_new_default_without_training_again(
 
 def test_adoption_keeps_to_the_groups_this_invocation_trains_and_the_main_grid(tmp_path):
     """--groups levers --adopt-from results/full takes the main grid's references, not its fraction runs."""
-    from types import SimpleNamespace
-
-    from cotpd.bench import saved
     specs = [RunSpec("d", "cotpd", 13), RunSpec("d", "cotpd", 13, "fraction", "50%", fraction=0.5)]
     write_json(tmp_path / "full" / "results.json",
                {"runs": [{"dataset": "d", "variant": "cotpd", "seed": 13, "group": s.group, "label": s.label,

@@ -228,7 +228,8 @@ def test_adoption_keeps_to_the_groups_this_invocation_trains_and_the_main_grid(t
     def adopted(groups):
         bench = SimpleNamespace(root=tmp_path, args=SimpleNamespace(groups=groups, adopt_from=[tmp_path / "full"]),
                                 spec_params=lambda s: ({}, None, f"h-{s.key}-{s.fraction}"))  # as params' data_fraction
-        return [s.key for s in specs if saved.same_training(bench, s, tmp_path / "done" / f"{s.key}.json")]
+        return [s.key for s in specs
+                if saved.same_training(bench, s, f"h-{s.key}-{s.fraction}", tmp_path / "done" / f"{s.key}.json")]
 
     assert adopted(["levers"]) == ["d-main-cotpd-s13"]
     assert adopted(None) == ["d-main-cotpd-s13", "d-fraction-cotpd-50pct-s13"]

@@ -171,7 +171,7 @@ class Bench:
             return rec
         if rec:  # --adopt-from may still hold this configuration's training
             log.info("%s: saved result is for other params", spec.key)
-        return saved.same_training(self, spec, path)
+        return saved.same_training(self, spec, chash, path)
 
     def reuse(self, spec: RunSpec) -> bool:
         """Take the saved result of `spec` into this report, if there is one for its params."""

@@ -51,8 +51,9 @@ def speed(report: Path) -> dict | None:
     return read_json(report).get("speed") if report.exists() else None
 
 
-def same_training(bench, spec: RunSpec, path: Path) -> dict | None:
-    """--adopt-from: a record of another --out that trained exactly `spec`, saved at `path` as `spec`'s.
+def same_training(bench, spec: RunSpec, chash: str, path: Path) -> dict | None:
+    """--adopt-from: a record of another --out that trained exactly `spec` (whose hash is `chash`), saved at
+    `path` as `spec`'s.
     "Exactly": the same dataset, variant and seed, and the config hash that `spec`'s params give under that
     record's own grid position (the hash covers the key, cotpd.bench.identity). So a lever confirmed at full
     size is not trained again once params.yaml makes it the default: one commit, seed and thread count give
@@ -69,7 +70,7 @@ def same_training(bench, spec: RunSpec, path: Path) -> dict | None:
                 continue
             other = spec_of(rec)
             if rec.get("config_hash") == bench.spec_params(replace(spec, group=other.group, label=other.label))[2]:
-                rec = {**rec, "group": spec.group, "label": spec.label, "config_hash": bench.spec_params(spec)[2],
+                rec = {**rec, "group": spec.group, "label": spec.label, "config_hash": chash,
                        "adopted_from": f"{name}: {other.key}"}
                 write_json(path, rec)
                 log.info("%s: the same training as %s in %s, adopted", spec.key, other.key, name)

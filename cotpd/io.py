@@ -86,6 +86,13 @@ def write_yaml(path: str | Path, obj: Any, header: str = "") -> None:
         yaml.safe_dump(obj, fh, sort_keys=False)
 
 
+def shown(path: str | Path, root: str | Path) -> str:
+    """`path` as a record or report names it: relative to `root` (the project) when inside it, so that a
+    committed results.json names no checkout's or worktree's folder and resolves in any clone; else absolute."""
+    path, root = Path(path), Path(root)
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:

@@ -21,7 +21,8 @@ def project(tmp_path):
     """A project root with params.yaml (sample roots absolute) and the committed sample ledgers; in
     its work folder the knowledge the committed ledgers do not cover yet is written directly: two
     grains for the NER sample (so the grain ablation has something to ablate), none for MNRE."""
-    root, out = tmp_path / "project", tmp_path / "results"
+    root = tmp_path / "project"
+    out = root / "results"  # where a user keeps reports: inside the project (records name paths relative to it)
     root.mkdir()
     params = read_params(REPO)
     for ds in ("sample", "sample_mnre"):

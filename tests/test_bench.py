@@ -74,6 +74,13 @@ def test_smoke_bench_writes_report_plots_and_runs(project, monkeypatch):
     entries = sorted(p.name for p in (out / "runs" / "models").iterdir())
     kept = [k for k in entries if not k.endswith(".done.json")]
     assert len(kept) == 6 and all(k.endswith("-s13") for k in kept)
+    # a record names its model relative to the project, so a committed results.json names no checkout's folder;
+    # the speed section found each kept student through that name
+    for r in main:
+        key = RunSpec(r["dataset"], r["variant"], r["seed"]).key
+        assert r["model_dir"] == (f"results/runs/models/{key}" if r["seed"] == 13 else None), r
+    assert sorted(results["speed"]["inference"]) == ["sample/baseline", "sample/cotpd",
+                                                     "sample_mnre/baseline", "sample_mnre/cotpd"]
     assert [k for k in entries if k.endswith(".done.json")] == [f"{k}.done.json" for k in kept if "-knowledge-" in k]
     # --report-only runs nothing, not even the speed section's loops: the section is the one measured above
     def refuse(*a, **k):

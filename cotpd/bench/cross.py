@@ -16,7 +16,7 @@ import logging
 import time
 from pathlib import Path
 
-from ..io import read_json, write_json
+from ..io import read_json, shown, write_json
 from ..model.student import load_student
 from ..params import dataset_params, params_hash, resolve_dataset
 from ..training.cross import score
@@ -47,7 +47,7 @@ def evaluate(bench, spec: RunSpec, model_dir: Path, chash: str) -> dict:
             "label": spec.label, "test_on": spec.test_on, "fraction": 1.0, "test_f1": m["f1"],
             "test_precision": m["precision"], "test_recall": m["recall"], "per_type": m.get("per_type") or {},
             "view": m["view"], "type_map": m["type_map"], "unknown_gold_types": m["unknown_gold_types"],
-            "n_test": m["n"], "seconds": round(time.perf_counter() - t0, 1), "model_dir": str(model_dir),
+            "n_test": m["n"], "seconds": round(time.perf_counter() - t0, 1), "model_dir": shown(model_dir, bench.root),
             "mlflow_run_id": None, "config_hash": chash, "git_commit": bench.commit, "hardware": machine_label(),
             "overrides": bench.args.overrides}
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from ..args import root_of, setup_logging
 from ..config import DatasetParams
 from ..errors import CotpdError
-from ..io import read_json, read_jsonl, write_json, write_jsonl, write_yaml
+from ..io import read_json, read_jsonl, shown, write_json, write_jsonl, write_yaml
 from ..model.encoder import build_tiny_encoder
 from ..params import Layout, absolute_roots, apply_set, as_params, dataset_params, read_params, resolve_dataset
 from ..pipeline import run_stage
@@ -218,7 +218,7 @@ class Bench:
                 "best_epoch": res.best_epoch, "resumed_from_epoch": res.resumed_from_epoch,
                 "teacher_s": borrowed["seconds"] if borrowed else res.timings.get("teacher_s"),  # cost_s: a user's,
                 "cost_s": round(seconds + (borrowed["seconds"] if borrowed else 0.0), 1),  # teacher too
-                "seconds": round(seconds, 1), "model_dir": str(model_dir) if model_dir.exists() else None,
+                "seconds": round(seconds, 1), "model_dir": shown(model_dir, self.root) if model_dir.exists() else None,
                 "mlflow_run_id": tr.run_id, "mlflow_url": tr.url, "mlflow_model_id": tr.model_id, "config_hash": chash,
                 "git_commit": self.commit, "hardware": machine_label(), "overrides": self.args.overrides}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import plots
 from ..errors import CotpdError
-from ..io import atomic_write, read_json, write_json
+from ..io import atomic_write, read_json, shown, write_json
 from ..pipeline import VARIANTS
 from ..training.tracking import git_commit
 from .args import BenchArgs
@@ -288,7 +288,7 @@ def write_side_reports(res: GridResult, command: str) -> None:
     Their command is the one that trains them: a --report-only rewrite names the training command."""
     command = command.replace(" --report-only", "")
     _, efficiency_out, ablations_out = report_dirs(res.root, res.out, res.args)
-    owner = str(res.out.relative_to(res.root)) if res.out.is_relative_to(res.root) else str(res.out)
+    owner = shown(res.out, res.root)
     fraction, lever = (any(r.get("group") == g for r in res.records) for g in ("fraction", "levers"))
     for on, folder, flag in ((fraction, efficiency_out, "--efficiency-out"), (lever, ablations_out, "--ablations-out")):
         if on:  # both checked before either is written

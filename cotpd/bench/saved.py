@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import CotpdError
-from ..io import read_json, write_json
+from ..io import read_json, shown, write_json
 from .spec import RunSpec
 
 log = logging.getLogger("cotpd.bench")
@@ -63,7 +63,7 @@ def same_training(bench, spec: RunSpec, chash: str, path: Path) -> dict | None:
         return None
     root = bench.root.resolve()
     for other_out in bench.args.adopt_from or ():
-        name = other_out.relative_to(root) if other_out.is_relative_to(root) else other_out  # not the worktree's path
+        name = shown(other_out, root)  # not the worktree's path
         for rec in read_json(other_out / "results.json").get("runs") or []:  # checked by bench_args
             if rec.get("group") == "cross" or (rec["dataset"], rec["variant"], rec["seed"]) != \
                     (spec.dataset, spec.variant, spec.seed):

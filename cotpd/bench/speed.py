@@ -27,7 +27,7 @@ def measure_speed(plan: SpeedPlan, root: Path, work: Path, params: dict, dataset
     out: dict = {}
     t0 = time.perf_counter()
     out["train"] = _train_speed(plan, work, params, dataset, records)
-    out["inference"] = _inference_speed(plan, work, params, records)
+    out["inference"] = _inference_speed(plan, root, work, params, records)
     out["llm"] = _llm_speed(plan.llm)
     out["dvc"] = _dvc_noop(root) if plan.dvc else {"skipped": "not in this mode"}
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -53,18 +53,19 @@ def _train_speed(plan: SpeedPlan, work: Path, params: dict, ds: str, records: li
     return res
 
 
-def _inference_speed(plan: SpeedPlan, work: Path, params: dict, records: list[dict]) -> dict:
-    """Text-only prediction speed of each kept student (batch 32, after a warm-up)."""
+def _inference_speed(plan: SpeedPlan, root: Path, work: Path, params: dict, records: list[dict]) -> dict:
+    """Text-only prediction speed of each kept student (batch 32, after a warm-up); a record names its
+    model relative to the project `root` (cotpd.io.shown), an older one by its absolute path."""
     res = {}
     for rec in records:
         # only the first seed's main runs keep their model (Bench.run_one); Path("") would be the cwd, so test first
         if rec["group"] != "main" or rec["variant"] == "knowledge" or not rec.get("model_dir") \
-                or not Path(rec["model_dir"]).is_dir():
+                or not (root / rec["model_dir"]).is_dir():
             continue
         test = load_split(rec["dataset"], work, params, "test")[: plan.infer_n]
         for s in test:  # text only: what a deployed model receives
             s.caption, s.knowledge = None, {}
-        model = load_student(rec["model_dir"])
+        model = load_student(root / rec["model_dir"])
         predict(model, test[:8], "prompt", 32)  # warm-up
         t0 = time.perf_counter()
         predict(model, test, "prompt", 32)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import readers
+from ..io import shown
 from ..params import Layout, Params, dataset_params
 from ..records import SPLITS, write_records
 
@@ -47,6 +48,6 @@ def run(dataset: str, root: Path, params: Params | dict, **resources) -> dict:
     for split, (samples, _) in data.items():
         path = layout.raw(split)
         write_records(path, samples)
-        summary["outputs"][split] = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+        summary["outputs"][split] = shown(path, root)
     summary["samples"] = sum(len(s) for s, _ in data.values())
     return summary

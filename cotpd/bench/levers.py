@@ -42,6 +42,8 @@ LEVERS: dict[str, dict] = {
     "contextual": {"prompt": {"source": "contextual"}},
     # RE only: the entity markers start at brackets' pretrained embeddings, not all at the mean one
     "markers": {"marker_init": "punct"},
+    # the schedule: every full-size Twitter-2015 CoTPD of results/full was best at its last (4th) epoch
+    "epochs6": {"epochs": 6},
 }
 COST_FLAG = 2.0  # a lever whose training takes at least this many times the default CoTPD's is flagged
 

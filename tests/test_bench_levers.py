@@ -41,8 +41,9 @@ def test_unknown_lever_is_refused_with_the_known_names():
     with pytest.raises(ConfigError, match=r"unknown lever\(s\) \['nope'\]; known: twostage, kmax320"):
         levers.resolve(["T1", "nope"])
     assert levers.resolve(["T1", "kmax320"]) == ["kmax320", "T1"]  # table order
-    # the screen's default set: every lever but those that would replace the screen's own schedule
-    assert levers.resolve(None) == [n for n in levers.LEVERS if n != "epochs6"]
+    # the screen's default set: every lever but those that set what the screen sets (its own schedule)
+    assert levers.resolve(None, MODES["screen"].train) == [n for n in levers.LEVERS if n != "epochs6"]
+    assert levers.resolve(None) == list(levers.LEVERS)  # a mode that sets no train.* key leaves none out
     assert levers.resolve(["epochs6", "T1"]) == ["T1", "epochs6"]  # by name it runs
 
 

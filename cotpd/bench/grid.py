@@ -118,7 +118,7 @@ class Bench:
 
     # --- the grid ----------------------------------------------------------------------------------
     def grid(self) -> list[RunSpec]:
-        names = levers.resolve(self.args.levers) if self.mode.screen or self.args.levers else []
+        names = levers.resolve(self.args.levers, self.mode.train) if self.mode.screen or self.args.levers else []
         plan = plan_grid(self.mode, self.datasets, [self.base_seed + i for i in range(self.seeds)], self.work, names)
         self.result.grains.update(plan.grains)
         self.result.notes.extend(plan.notes)

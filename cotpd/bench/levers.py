@@ -11,7 +11,7 @@ the training time against the default CoTPD's (a lever that doubles the cost say
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -45,18 +45,16 @@ LEVERS: dict[str, dict] = {
     # the schedule: every full-size Twitter-2015 CoTPD of results/full was best at its last (4th) epoch
     "epochs6": {"epochs": 6},
 }
-# Levers that set what a mode sets itself: in the screen `epochs6` would replace the screen's 2 epochs (×3 its
-# cost) instead of lengthening params.yaml's schedule, so the screen's default set leaves them out; asked for by
-# name (--levers epochs6) they run in any mode.
-SCHEDULE = frozenset({"epochs6"})
 COST_FLAG = 2.0  # a lever whose training takes at least this many times the default CoTPD's is flagged
 
 
-def resolve(names: list[str] | None) -> list[str]:
-    """The levers asked for (when None: all but the schedule ones), in table order; an unknown name is
-    refused with the list."""
+def resolve(names: list[str] | None, mode_keys: Iterable[str] = ()) -> list[str]:
+    """The levers asked for, in table order; an unknown name is refused with the list. When None: all
+    but those that set a train.* key the mode sets itself (`mode_keys`): in the screen `epochs6` would
+    replace the screen's 2 epochs (×3 its cost) instead of lengthening params.yaml's schedule. Asked for
+    by name, a lever runs in any mode."""
     if names is None:
-        return [n for n in LEVERS if n not in SCHEDULE]
+        return [n for n, over in LEVERS.items() if not set(over) & set(mode_keys)]
     unknown = [n for n in names if n not in LEVERS]
     if unknown:
         raise ConfigError(f"unknown lever(s) {unknown}; known: {', '.join(LEVERS)}")

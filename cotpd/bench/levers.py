@@ -54,7 +54,8 @@ def resolve(names: list[str] | None, mode_keys: Iterable[str] = ()) -> list[str]
     replace the screen's 2 epochs (×3 its cost) instead of lengthening params.yaml's schedule. Asked for
     by name, a lever runs in any mode."""
     if names is None:
-        return [n for n, over in LEVERS.items() if not set(over) & set(mode_keys)]
+        mode_keys = set(mode_keys)
+        return [n for n, over in LEVERS.items() if not over.keys() & mode_keys]
     unknown = [n for n in names if n not in LEVERS]
     if unknown:
         raise ConfigError(f"unknown lever(s) {unknown}; known: {', '.join(LEVERS)}")
